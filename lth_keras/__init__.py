@@ -1,0 +1,71 @@
+"""lth_keras: lottery tickets for Keras 3.
+
+Masked layers, `prunable()`/`strip_masks()` and the `LotteryPruner` callback
+for finding winning tickets by iterative magnitude pruning (Frankle & Carbin,
+ICLR 2019), with the controls and alternatives of later work.
+
+Example:
+
+```python
+import keras
+import lth_keras
+
+model = lth_keras.prunable(keras.Sequential([
+    keras.Input((784,)),
+    keras.layers.Dense(300, activation="relu"),
+    keras.layers.Dense(100, activation="relu"),
+    keras.layers.Dense(10),
+]))
+model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+pruner = lth_keras.LotteryPruner(rate=0.2)
+for _ in range(5):
+    model.fit(x, y, epochs=2, callbacks=[pruner])
+```
+"""
+
+from lth_keras import pruning
+from lth_keras.callbacks import LotteryPruner
+from lth_keras.convert import prunable, strip_masks
+from lth_keras.layers import (
+    MaskedConv1D,
+    MaskedConv1DTranspose,
+    MaskedConv2D,
+    MaskedConv2DTranspose,
+    MaskedConv3D,
+    MaskedConv3DTranspose,
+    MaskedDense,
+    MaskedDepthwiseConv1D,
+    MaskedDepthwiseConv2D,
+    MaskedEmbedding,
+    MaskedLayerMixin,
+    MaskedSeparableConv1D,
+    MaskedSeparableConv2D,
+)
+from lth_keras.masks import get_masks, masked_layers, set_masks, weights_remaining
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LotteryPruner",
+    "MaskedConv1D",
+    "MaskedConv1DTranspose",
+    "MaskedConv2D",
+    "MaskedConv2DTranspose",
+    "MaskedConv3D",
+    "MaskedConv3DTranspose",
+    "MaskedDense",
+    "MaskedDepthwiseConv1D",
+    "MaskedDepthwiseConv2D",
+    "MaskedEmbedding",
+    "MaskedLayerMixin",
+    "MaskedSeparableConv1D",
+    "MaskedSeparableConv2D",
+    "__version__",
+    "get_masks",
+    "masked_layers",
+    "prunable",
+    "pruning",
+    "set_masks",
+    "strip_masks",
+    "weights_remaining",
+]

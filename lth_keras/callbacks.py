@@ -1,0 +1,397 @@
+"""`LotteryPruner`: iterative magnitude pruning as a Keras callback.
+
+The callback only coordinates: masks come from `lth_keras.pruning`, model
+state is read and written through `lth_keras.masks` and `lth_keras.rewind`.
+"""
+
+import contextlib
+
+import keras
+import numpy as np
+
+from lth_keras import masks as masks_lib
+from lth_keras import pruning
+from lth_keras.rewind import OptimizerReset, WeightSnapshot
+
+__all__ = ["LotteryPruner"]
+
+SCOPES = ("layerwise", "global")
+METHODS = ("magnitude", "random")
+RESETS = ("rewind", "lr_rewind", "finetune", "reinit")
+
+
+def _check_int(value, name, minimum, allow_none=True):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        expected = f"an int >= {minimum}" + (" or None" if allow_none else "")
+        raise ValueError(
+            f"Received an invalid value for `{name}`, expected {expected}. "
+            f"Received: {name}={value!r}"
+        )
+
+
+def _check_choice(value, name, choices):
+    if value not in choices:
+        raise ValueError(
+            f"Received an invalid value for `{name}`, expected one of {list(choices)}. "
+            f"Received: {name}={value!r}"
+        )
+
+
+class LotteryPruner(keras.callbacks.Callback):
+    """Finds lottery tickets by iterative magnitude pruning during `fit`.
+
+    A *round* trains the network, then prunes a fraction of the weights that
+    remain and resets the survivors (Frankle & Carbin, 2019). Round 0 trains
+    the dense network. Rounds are delimited in one of two ways:
+
+    - by default, one round per `fit` call: each later `fit` with this
+      callback starts by pruning and resetting, so after the last call the
+      model holds the trained ticket;
+    - with `epochs_per_round=k`, every `k` epochs, inside one `fit` (and
+      across `fit` calls); the round that would exceed `max_rounds` or
+      `target_sparsity` is not started and `fit` stops after the last
+      round's `k` epochs.
+
+    Pruning removes `prune_count(remaining, rate)` weights per kernel
+    (`scope="layerwise"`, the paper's choice for LeNet and Conv-2/4/6) or
+    from all kernels pooled (`scope="global"`, its choice for VGG-19 and
+    ResNet-20); see `lth_keras.pruning` for the exact count rule. With
+    layerwise pruning at rate `p`, a kernel of `n` weights keeps
+    `n_r = n_{r-1} - prune_count(n_{r-1}, p)` weights after round `r`,
+    about `(1 - p) ** r`.
+
+    After pruning, `reset` decides where training resumes:
+
+    - `"rewind"` (default): every weight of the model (biases, BatchNorm
+      gammas, betas and moving statistics too, masks excepted) goes back to
+      the rewind point, kernels times their masks. The rewind point is the
+      start of round 0 (`rewind_epoch=0, rewind_iteration=0`, the paper), or
+      epoch or iteration `k` of round 0 ("late resetting", Frankle et al.
+      2019). The optimizer's state is reset and its iteration count set to
+      that of the rewind point, so learning-rate schedules restart there.
+    - `"lr_rewind"`: keep the trained weights, reset the optimizer and set
+      its iteration count to the rewind point's (Renda et al., 2020).
+    - `"finetune"`: keep the trained weights and the iteration count, so a
+      schedule continues at its last learning rate; reset the optimizer
+      state (Liu et al., 2021).
+    - `"reinit"`: draw new weights from the layers' initializers (a random
+      re-initialisation control); other weights go back to the start.
+
+    Pruned weights are exactly zero after every round and stay zero: masked
+    layers multiply kernels by masks in `call()`, so pruned weights get zero
+    gradients, and the optimizer state is reset whenever masks change, so no
+    stale momentum moves them (SGD with momentum, Adam and AdamW included).
+
+    Every epoch, `logs` gains `weights_remaining` (fraction of prunable
+    weights left) and `pruning_round`, so `History`, `CSVLogger` and
+    `TensorBoard` record them. `history` holds one dict per round with
+    `round`, `weights_remaining`, `layers` (fraction per kernel), `epochs`
+    and `logs` (the round's last epoch logs).
+
+    Masks, weights and optimizer state are only read and written between
+    steps, as variables, so the train step is traced once, with
+    `jit_compile=True` and `steps_per_execution > 1` too, and the callback
+    works under `tf.distribute` strategies.
+
+    Args:
+        rate: Fraction of the remaining weights pruned per round, in (0, 1).
+            Defaults to `0.2`.
+        output_rate: Rate of the model's last masked layer (layerwise only).
+            Defaults to `None`, meaning `rate / 2` as in the paper.
+        layer_rates: Dict from a layer name or layer type name (`"Conv2D"`,
+            `"MaskedConv2D"`, `"Dense"`, ...) to its rate in [0, 1); layerwise
+            only. A name beats `output_rate`, which beats a type. Defaults to
+            `None`.
+        exclude: Layer names or type names never pruned. Defaults to `()`.
+        scope: `"layerwise"` or `"global"`. Defaults to `"layerwise"`.
+        method: `"magnitude"`, or `"random"` for the control that prunes
+            the same number of weights per kernel at random. Defaults to
+            `"magnitude"`.
+        reset: `"rewind"`, `"lr_rewind"`, `"finetune"` or `"reinit"`, see
+            above. Defaults to `"rewind"`.
+        rewind_epoch: Late resetting: rewind to the end of this epoch of
+            round 0. Defaults to `0`.
+        rewind_iteration: Late resetting: rewind to this optimizer step of
+            round 0. With `steps_per_execution > 1` the snapshot is taken at
+            the first execution boundary at or after it. Defaults to `0`.
+        epochs_per_round: If set, a new round every this many epochs.
+            Defaults to `None` (one round per `fit` call).
+        max_rounds: Stop after this many pruning rounds. Defaults to `None`.
+        target_sparsity: Stop pruning once at least this fraction of
+            prunable weights is pruned, in (0, 1); the last round may go past
+            it. Defaults to `None`.
+        seed: Seed for `method="random"` and `reset="reinit"`. Defaults to
+            `None` (fresh entropy).
+        verbose: `0` silent, `1` one line per round. Defaults to `0`.
+
+    Raises:
+        ValueError: For an argument outside its allowed values, conflicting
+            options, or (when training starts) a model with no masked layers.
+
+    Example:
+
+    ```python
+    model = lth_keras.prunable(keras.Sequential([
+        keras.Input((784,)),
+        keras.layers.Dense(300, activation="relu"),
+        keras.layers.Dense(100, activation="relu"),
+        keras.layers.Dense(10),
+    ]))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    pruner = lth_keras.LotteryPruner(rate=0.2)
+    for _ in range(5):  # round 0 (dense), then 4 pruning rounds
+        model.fit(x, y, epochs=2, callbacks=[pruner])
+    pruner.history[-1]["weights_remaining"]  # about 0.41
+    ```
+    """
+
+    def __init__(
+        self,
+        rate=0.2,
+        *,
+        output_rate=None,
+        layer_rates=None,
+        exclude=(),
+        scope="layerwise",
+        method="magnitude",
+        reset="rewind",
+        rewind_epoch=0,
+        rewind_iteration=0,
+        epochs_per_round=None,
+        max_rounds=None,
+        target_sparsity=None,
+        seed=None,
+        verbose=0,
+    ):
+        super().__init__()
+        pruning.check_rate(rate)
+        _check_choice(scope, "scope", SCOPES)
+        _check_choice(method, "method", METHODS)
+        _check_choice(reset, "reset", RESETS)
+        _check_int(rewind_epoch, "rewind_epoch", 0, allow_none=False)
+        _check_int(rewind_iteration, "rewind_iteration", 0, allow_none=False)
+        _check_int(epochs_per_round, "epochs_per_round", 1)
+        _check_int(max_rounds, "max_rounds", 1)
+        _check_int(seed, "seed", 0)
+        _check_int(verbose, "verbose", 0, allow_none=False)
+        if target_sparsity is not None:
+            pruning.check_rate(target_sparsity, "target_sparsity")
+        # Resolving the rates once checks every rate now, not at fit time.
+        pruning.resolve_rates([], rate, output_rate, None, ())
+        for key, value in (layer_rates or {}).items():
+            pruning.check_rate(value, f"layer_rates[{key!r}]", allow_zero=True)
+        if scope == "global" and (output_rate is not None or layer_rates):
+            raise ValueError(
+                "`output_rate` and `layer_rates` apply to layerwise pruning; with "
+                "scope='global' one rate prunes the pooled weights. Use `exclude` to "
+                f"keep layers out of the pool. Received: output_rate={output_rate}, "
+                f"layer_rates={layer_rates}"
+            )
+        if rewind_epoch and rewind_iteration:
+            raise ValueError(
+                "Set at most one of `rewind_epoch` and `rewind_iteration`. Received: "
+                f"rewind_epoch={rewind_epoch}, rewind_iteration={rewind_iteration}"
+            )
+        late = rewind_epoch or rewind_iteration
+        if late and reset in ("finetune", "reinit"):
+            raise ValueError(
+                f"reset={reset!r} does not use a rewind point, so late resetting "
+                f"does not apply. Received: rewind_epoch={rewind_epoch}, "
+                f"rewind_iteration={rewind_iteration}"
+            )
+        if epochs_per_round is not None and rewind_epoch >= epochs_per_round:
+            raise ValueError(
+                "`rewind_epoch` must fall inside round 0, expected it below "
+                f"epochs_per_round={epochs_per_round}. Received: rewind_epoch={rewind_epoch}"
+            )
+        self.rate = rate
+        self.output_rate = output_rate
+        self.layer_rates = dict(layer_rates or {})
+        self.exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
+        self.scope = scope
+        self.method = method
+        self.reset = reset
+        self.rewind_epoch = rewind_epoch
+        self.rewind_iteration = rewind_iteration
+        self.epochs_per_round = epochs_per_round
+        self.max_rounds = max_rounds
+        self.target_sparsity = target_sparsity
+        self.seed = seed
+        self.verbose = verbose
+        if not rewind_iteration:
+            # An overridden batch hook would make Keras call it every step and
+            # turn off asynchronous callback dispatch; only late resetting by
+            # iteration needs it.
+            self.on_train_batch_end = keras.callbacks.Callback.on_train_batch_end.__get__(self)
+        self.round = 0
+        self.history = []
+        self._started = False
+        self._epochs_in_round = 0
+        self._snapshot = None
+        self._rewind_step = None
+        self._optimizer_reset = None
+        self._iteration0 = 0
+        self._remaining = 1.0
+        self._rng = np.random.default_rng(seed)
+
+    # Keras hooks -----------------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        layers = masks_lib.masked_layers(self.model)
+        if not layers:
+            raise ValueError(
+                "LotteryPruner found no masked layers in the model. Call "
+                "lth_keras.prunable(model) first, or build the model from "
+                "lth_keras.layers (e.g. MaskedDense)."
+            )
+        self._rates = self._resolve_rates(layers)
+        optimizer = self.model.optimizer
+        if not optimizer.built:
+            # Keras builds the optimizer lazily, inside the first train step;
+            # its initial state must be recorded before that step.
+            strategy = getattr(self.model, "distribute_strategy", None)
+            with strategy.scope() if strategy is not None else contextlib.nullcontext():
+                optimizer.build(self.model.trainable_variables)
+        if self._optimizer_reset is None or self._optimizer_reset.optimizer is not optimizer:
+            self._optimizer_reset = OptimizerReset(optimizer)
+        if not self._started:
+            self._start()
+        elif self.epochs_per_round is None:
+            self._maybe_next_round()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.epochs_per_round and self._epochs_in_round >= self.epochs_per_round:
+            self._maybe_next_round()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.round == 0 and self._rewind_step is None:
+            step = self._optimizer_reset.iterations()
+            if step - self._iteration0 >= self.rewind_iteration:
+                self._take_rewind_point()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epochs_in_round += 1
+        if self.round == 0 and self._rewind_step is None and self.rewind_epoch:
+            if self._epochs_in_round == self.rewind_epoch:
+                self._take_rewind_point()
+        if logs is not None:
+            logs["weights_remaining"] = self._remaining
+            logs["pruning_round"] = self.round
+        entry = self.history[-1]
+        entry["epochs"] += 1
+        entry["logs"] = {k: float(v) for k, v in (logs or {}).items()}
+        if self.epochs_per_round and self._epochs_in_round == self.epochs_per_round:
+            if not self._can_prune():
+                self.model.stop_training = True
+                self._say(f"round {self.round} was the last; stopping training.")
+
+    def on_train_end(self, logs=None):
+        # An optimizer with EMA overwrites the weights with their averages at
+        # the end of `fit`; averages of pruned weights are not exactly zero.
+        if getattr(self.model.optimizer, "use_ema", False):
+            for layer in masks_lib.masked_layers(self.model):
+                layer._assign_masks(
+                    {a: getattr(layer, f"{a}_mask") for a in layer.prunable_weights}
+                )
+
+    # Rounds ----------------------------------------------------------------
+
+    def _resolve_rates(self, layers):
+        described = [
+            (layer.name, tuple(c.__name__ for c in type(layer).__mro__)) for layer in layers
+        ]
+        if self.scope == "global":
+            return pruning.resolve_rates(described, self.rate, self.rate, None, self.exclude)
+        return pruning.resolve_rates(
+            described, self.rate, self.output_rate, self.layer_rates, self.exclude
+        )
+
+    def _start(self):
+        masks = masks_lib.get_masks(self.model)
+        self._remaining = pruning.fraction_remaining(masks)[0]
+        self._iteration0 = self._optimizer_reset.iterations()
+        self._started = True
+        self._epochs_in_round = 0
+        self._append_history(masks)
+        if not (self.rewind_epoch or self.rewind_iteration):
+            # A model that is already pruned keeps the initial weights it holds.
+            self._take_rewind_point(save_initial=self._remaining == 1.0)
+
+    def _take_rewind_point(self, save_initial=True):
+        self._snapshot = WeightSnapshot(self.model, save_initial=save_initial)
+        self._rewind_step = self._optimizer_reset.iterations()
+
+    def _can_prune(self):
+        if self.max_rounds is not None and self.round >= self.max_rounds:
+            return False
+        if self.target_sparsity is not None and 1.0 - self._remaining >= self.target_sparsity:
+            return False
+        return True
+
+    def _maybe_next_round(self):
+        if not self._can_prune():
+            self._say(f"pruning is finished after round {self.round}; training the ticket on.")
+            return
+        if self._rewind_step is None:
+            point = (
+                f"rewind_epoch={self.rewind_epoch}"
+                if self.rewind_epoch
+                else f"rewind_iteration={self.rewind_iteration}"
+            )
+            raise ValueError(
+                f"Round 0 ended before its rewind point ({point}); it trained "
+                f"{self._epochs_in_round} epochs. Train round 0 longer, or rewind earlier."
+            )
+        old = masks_lib.get_masks(self.model)
+        new = self._prune(masks_lib.get_kernels(self.model), old)
+        masks_lib.set_masks(self.model, new)
+        self._reset_weights()
+        self.round += 1
+        self._epochs_in_round = 0
+        self._remaining, per_kernel = pruning.fraction_remaining(new)
+        self._append_history(new)
+        layers = ", ".join(f"{k}: {v:.1%}" for k, v in per_kernel.items())
+        self._say(f"round {self.round}: {self._remaining:.2%} of weights remain ({layers}).")
+
+    def _prune(self, kernels, old):
+        keys = [k for k in old if k.rsplit("/", 1)[0] in self._rates]
+        if self.scope == "global":
+            new = pruning.global_magnitude_prune(kernels, old, self.rate, keys)
+        else:
+            rates = {k: self._rates[k.rsplit("/", 1)[0]] for k in keys}
+            new = pruning.magnitude_prune(kernels, old, rates)
+        if self.method == "random":
+            new = pruning.random_prune(old, pruning.pruned_counts(old, new), self._rng)
+        return new
+
+    def _reset_weights(self):
+        step = self._optimizer_reset.iterations()
+        if self.reset == "rewind":
+            self._snapshot.restore(self.model)
+            step = self._rewind_step
+        elif self.reset == "lr_rewind":
+            step = self._rewind_step
+        elif self.reset == "reinit":
+            for layer in masks_lib.masked_layers(self.model):
+                layer.reinitialize(int(self._rng.integers(2**31 - 1)))
+            self._snapshot.restore(self.model, include_masked=False)
+            step = self._rewind_step
+        self._optimizer_reset.reset(iterations=step)
+
+    def _append_history(self, masks):
+        total, per_kernel = pruning.fraction_remaining(masks)
+        self.history.append(
+            {
+                "round": self.round,
+                "weights_remaining": total,
+                "layers": per_kernel,
+                "epochs": 0,
+                "logs": {},
+            }
+        )
+
+    def _say(self, message):
+        if self.verbose > 0:
+            print(f"LotteryPruner: {message}")

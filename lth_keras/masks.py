@@ -1,0 +1,168 @@
+"""Model-level access to masks: read, write and summarise them by name.
+
+Masks of a model are keyed `"<layer name>/<kernel attribute>"`, for example
+`"dense/kernel"` or `"sep/depthwise_kernel"`, in model order.
+"""
+
+from keras import ops
+
+from lth_keras import pruning
+from lth_keras.layers import MaskedLayerMixin
+
+__all__ = ["get_masks", "masked_layers", "set_masks", "weights_remaining"]
+
+
+def masked_layers(model):
+    """The masked layers of a model, nested models included, in model order.
+
+    Args:
+        model: A Keras model or layer.
+
+    Returns:
+        A list of layers that are `MaskedLayerMixin` instances (each once).
+
+    Raises:
+        ValueError: If two masked layers share a name, since masks are keyed
+            by layer name.
+
+    Example:
+
+    ```python
+    model = lth_keras.prunable(keras.Sequential([keras.Input((4,)),
+                                                 keras.layers.Dense(2)]))
+    [layer.name for layer in lth_keras.masked_layers(model)]
+    ```
+    """
+    # Keras has no public recursive layer iterator; `_flatten_layers` is the
+    # one Keras itself uses for `Model.layers` and weight collection.
+    found, seen, names = [], set(), set()
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if isinstance(layer, MaskedLayerMixin) and id(layer) not in seen:
+            if layer.name in names:
+                raise ValueError(
+                    "Masks are keyed by layer name, but two masked layers are "
+                    f"named {layer.name!r}. Give every masked layer a unique "
+                    "`name`."
+                )
+            seen.add(id(layer))
+            names.add(layer.name)
+            found.append(layer)
+    return found
+
+
+def _entries(model, require_built=True):
+    """Yields `(key, layer, attr)` for every masked kernel of the model."""
+    for layer in masked_layers(model):
+        if require_built and not layer.built:
+            raise ValueError(
+                f"Layer {layer.name!r} is not built, so it has no masks yet. "
+                "Build the model (e.g. with keras.Input) first."
+            )
+        for attr in layer.prunable_weights:
+            yield f"{layer.name}/{attr}", layer, attr
+
+
+def get_masks(model):
+    """Returns every mask of a model as a boolean NumPy array.
+
+    Args:
+        model: A built Keras model containing masked layers.
+
+    Returns:
+        A dict from `"<layer>/<kernel attribute>"` to a boolean array.
+
+    Raises:
+        ValueError: If a masked layer is not built.
+
+    Example:
+
+    ```python
+    masks = lth_keras.get_masks(model)
+    {key: float(m.mean()) for key, m in masks.items()}
+    ```
+    """
+    return {
+        key: ops.convert_to_numpy(getattr(layer, f"{attr}_mask")) != 0
+        for key, layer, attr in _entries(model)
+    }
+
+
+def get_kernels(model):
+    """Returns the stored prunable kernels of a model as NumPy arrays.
+
+    Args:
+        model: A built Keras model containing masked layers.
+
+    Returns:
+        A dict keyed like `get_masks`.
+
+    Example:
+
+    ```python
+    kernels = lth_keras.masks.get_kernels(model)
+    ```
+    """
+    return {
+        key: ops.convert_to_numpy(getattr(layer, f"_{attr}"))
+        for key, layer, attr in _entries(model)
+    }
+
+
+def set_masks(model, masks):
+    """Sets masks by key and zeroes the stored kernels where masks are 0.
+
+    Every key and shape is checked before anything is written, so a bad
+    argument leaves the model unchanged.
+
+    Args:
+        model: A built Keras model containing masked layers.
+        masks: Dict from `"<layer>/<kernel attribute>"` (see `get_masks`) to
+            an array of 0/1 or booleans. Keys not given keep their mask.
+
+    Raises:
+        KeyError: If a key names no masked kernel of the model.
+        ValueError: If a shape differs or a value is not 0 or 1.
+
+    Example:
+
+    ```python
+    masks = lth_keras.get_masks(model)
+    masks["dense/kernel"][0, 0] = False
+    lth_keras.set_masks(model, masks)
+    ```
+    """
+    entries = {key: (layer, attr) for key, layer, attr in _entries(model)}
+    unknown = [key for key in masks if key not in entries]
+    if unknown:
+        raise KeyError(
+            f"Received mask keys that name no masked kernel: {unknown}. Known keys: {list(entries)}"
+        )
+    per_layer = {}
+    for key, value in masks.items():
+        layer, attr = entries[key]
+        per_layer.setdefault(id(layer), (layer, {}))[1][attr] = value
+    checked = [(layer, layer._checked_masks(m)) for layer, m in per_layer.values()]
+    for layer, layer_masks in checked:
+        layer._assign_masks(layer_masks)
+
+
+def weights_remaining(model):
+    """Fraction of prunable weights still unpruned, overall and per kernel.
+
+    Only the kernels of masked layers count (biases are never pruned); a
+    layer excluded from pruning counts as fully remaining.
+
+    Args:
+        model: A built Keras model containing masked layers.
+
+    Returns:
+        A tuple `(total, per_kernel)` as in
+        `lth_keras.pruning.fraction_remaining`.
+
+    Example:
+
+    ```python
+    total, per_kernel = lth_keras.weights_remaining(model)
+    ```
+    """
+    return pruning.fraction_remaining(get_masks(model))

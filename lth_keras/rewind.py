@@ -1,0 +1,212 @@
+"""Rewind points: a snapshot of a model's weights, and optimizer resets.
+
+A rewind point is split in two. Masked layers keep their part themselves, as
+their initial weights (`kernel_initial`, `bias_initial`, ...), so `.keras`
+files and checkpoints carry it. Every other weight of the model (biases of
+plain layers, BatchNorm gammas, betas and moving statistics, ...) is copied
+into a `WeightSnapshot`.
+"""
+
+import numpy as np
+from keras import ops
+
+from lth_keras.masks import masked_layers
+
+__all__ = ["OptimizerReset", "WeightSnapshot"]
+
+# Optimizer variables that are not per-weight state: the step counter, a
+# learning rate held as a variable, and the loss scale of mixed precision.
+_NOT_STATE = frozenset({"iteration", "learning_rate", "step_counter", "dynamic_scale"})
+
+
+def _unmasked_weights(model):
+    """The model's weights that no masked layer owns, keyed `layer/weight`.
+
+    Keys drop the model-name prefix of `weight.path`, which differs between
+    a model, its clone and the same model loaded from a file.
+    """
+    owned = set()
+    for layer in masked_layers(model):
+        owned.update(id(w) for w in layer.weights)
+    weights = {}
+    for weight in model.weights:
+        if id(weight) in owned:
+            continue
+        key = "/".join(weight.path.split("/")[-2:])
+        if key in weights:
+            raise ValueError(
+                f"Two weights of the model are both named {key!r}; give every "
+                "layer a unique `name`."
+            )
+        weights[key] = weight
+    return weights
+
+
+class WeightSnapshot:
+    """The weights of a whole model at one point, for rewinding.
+
+    Taking a snapshot records the masked layers' kernels and biases as their
+    initial weights (see `MaskedLayerMixin.save_initial`) and copies every
+    other weight here; `restore` puts all of them back, with kernels
+    multiplied by the current masks. Masks are never part of a snapshot.
+
+    Args:
+        model: A built Keras model.
+        save_initial: Whether the masked layers' current weights become their
+            initial weights. `False` keeps the initial weights they hold (for
+            a model that is already a ticket). Defaults to `True`.
+
+    Example:
+
+    ```python
+    snapshot = WeightSnapshot(model)   # e.g. at iteration 0
+    model.fit(x, y, epochs=1)
+    snapshot.restore(model)            # weights are back, masks kept
+    ```
+    """
+
+    def __init__(self, model, save_initial=True):
+        if save_initial:
+            for layer in masked_layers(model):
+                layer.save_initial()
+        self.values = {
+            key: ops.convert_to_numpy(w).copy() for key, w in _unmasked_weights(model).items()
+        }
+
+    @classmethod
+    def from_values(cls, values):
+        """A snapshot of unmasked weights given as `{"layer/weight": array}`.
+
+        The masked layers' part is whatever their initial weights hold.
+
+        Args:
+            values: Dict from `layer/weight` key to array, as in `self.values`.
+
+        Returns:
+            A `WeightSnapshot`.
+
+        Example:
+
+        ```python
+        same = WeightSnapshot.from_values(snapshot.values)
+        ```
+        """
+        snapshot = cls.__new__(cls)
+        snapshot.values = {key: np.asarray(v) for key, v in values.items()}
+        return snapshot
+
+    def restore(self, model, include_masked=True):
+        """Writes the snapshot back into `model` (kernels times masks).
+
+        Args:
+            model: The model the snapshot was taken from (or one of the same
+                architecture and layer names).
+            include_masked: Whether masked layers are rewound to their
+                initial weights too. Defaults to `True`.
+
+        Raises:
+            ValueError: If the model's unmasked weights do not match the
+                snapshot's keys and shapes. Nothing is changed then.
+
+        Example:
+
+        ```python
+        snapshot.restore(model)
+        ```
+        """
+        weights = _unmasked_weights(model)
+        if set(weights) != set(self.values):
+            raise ValueError(
+                "The model's weights do not match the snapshot. Missing: "
+                f"{sorted(set(self.values) - set(weights))}; unexpected: "
+                f"{sorted(set(weights) - set(self.values))}."
+            )
+        for key, weight in weights.items():
+            if tuple(weight.shape) != self.values[key].shape:
+                raise ValueError(
+                    f"Weight {key!r} has shape {tuple(weight.shape)} but the "
+                    f"snapshot holds shape {self.values[key].shape}."
+                )
+        if include_masked:
+            for layer in masked_layers(model):
+                layer.rewind()
+        for key, weight in weights.items():
+            weight.assign(self.values[key])
+
+
+def _iteration_variables(optimizer):
+    return [v for v in optimizer.variables if v.name == "iteration"]
+
+
+class OptimizerReset:
+    """Puts an optimizer's per-weight state back to its values at creation.
+
+    The state (momenta, Adam moments, Adagrad accumulators, ...) is recorded
+    when this object is made, and should be made before the optimizer takes a
+    step. A state that holds one value everywhere, the usual case, is kept as
+    that scalar, so recording costs almost no memory. The step counter, the
+    learning rate and the loss scale of mixed precision are not state:
+    `reset` sets the step counter and leaves the other two alone.
+
+    Args:
+        optimizer: A built `keras.optimizers.Optimizer`.
+
+    Example:
+
+    ```python
+    reset = OptimizerReset(model.optimizer)
+    model.fit(x, y, epochs=1)
+    reset.reset(iterations=0)  # fresh state, schedules restart
+    ```
+    """
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+        self._initial = []
+        for variable in optimizer.variables:
+            if variable.name in _NOT_STATE:
+                continue
+            value = ops.convert_to_numpy(variable)
+            flat = value.reshape(-1)
+            if flat.size and np.all(flat == flat[0]):
+                value = flat[0]
+            self._initial.append((variable, value))
+
+    def reset(self, iterations=0):
+        """Restores the recorded state and sets the step counter.
+
+        Args:
+            iterations: Value for the optimizer's iteration count (in
+                optimizer steps), so that learning-rate schedules continue
+                from there. Defaults to `0`.
+
+        Example:
+
+        ```python
+        reset.reset(iterations=0)
+        ```
+        """
+        for variable, value in self._initial:
+            if np.ndim(value) == 0 and len(variable.shape) > 0:
+                variable.assign(ops.full(variable.shape, value, dtype=variable.dtype))
+            else:
+                variable.assign(value)
+        steps = int(iterations) * int(
+            getattr(self.optimizer, "gradient_accumulation_steps", None) or 1
+        )
+        for variable in _iteration_variables(self.optimizer):
+            variable.assign(steps)
+
+    def iterations(self):
+        """The optimizer's step count as an int.
+
+        Returns:
+            `int(optimizer.iterations)`.
+
+        Example:
+
+        ```python
+        reset.iterations()
+        ```
+        """
+        return int(ops.convert_to_numpy(self.optimizer.iterations))
