@@ -80,7 +80,7 @@ class LotteryPruner(keras.callbacks.Callback):
       re-initialisation control); other weights go back to the start.
 
     Pruned weights are exactly zero after every round and stay zero: masked
-    layers multiply kernels by masks in `call()`, so pruned weights get zero
+    layers compute with `kernel * mask`, so pruned weights get zero
     gradients, and the optimizer state is reset whenever masks change, so no
     stale momentum moves them (SGD with momentum, Adam and AdamW included).
 
@@ -247,6 +247,8 @@ class LotteryPruner(keras.callbacks.Callback):
                 "lth_keras.layers (e.g. MaskedDense)."
             )
         self._rates = self._resolve_rates(layers)
+        for layer in layers:  # weights may have been written since the last fit
+            layer.apply_masks()
         optimizer = self.model.optimizer
         if not optimizer.built:
             # Keras builds the optimizer lazily, inside the first train step;
@@ -289,12 +291,10 @@ class LotteryPruner(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         # An optimizer with EMA overwrites the weights with their averages at
-        # the end of `fit`; averages of pruned weights are not exactly zero.
+        # the end of `fit`; keep pruned weights exactly zero regardless.
         if getattr(self.model.optimizer, "use_ema", False):
             for layer in masks_lib.masked_layers(self.model):
-                layer._assign_masks(
-                    {a: getattr(layer, f"{a}_mask") for a in layer.prunable_weights}
-                )
+                layer.apply_masks()
 
     # Rounds ----------------------------------------------------------------
 

@@ -100,6 +100,7 @@ OPTIMIZERS = {
     "sgd-momentum": lambda: keras.optimizers.SGD(0.1, momentum=0.9),
     "adam": lambda: keras.optimizers.Adam(0.02),
     "adamw": lambda: keras.optimizers.AdamW(0.02, weight_decay=0.1),
+    "adam-ema": lambda: keras.optimizers.Adam(0.02, use_ema=True, ema_overwrite_frequency=4),
 }
 
 
@@ -387,6 +388,20 @@ def test_mirrored_strategy_gives_single_device_masks(data):
             values = [v.numpy() for v in var.value.values]
             assert len(values) == 2
             np.testing.assert_array_equal(values[0], values[1])
+
+
+def test_fit_start_mends_direct_kernel_writes(data):
+    x, y = data
+    model = compile_model(mlp())
+    pruner = lth_keras.LotteryPruner(max_rounds=1)
+    model.fit(x, y, epochs=1, batch_size=16, callbacks=[pruner], verbose=0)
+    model.fit(x, y, epochs=1, batch_size=16, callbacks=[pruner], verbose=0)
+    layer = model.get_layer("fc1")
+    layer._kernel.assign(np.ones(layer._kernel.shape))  # bypasses the masks
+    mask = lth_keras.get_masks(model)["fc1/kernel"]
+    model.fit(x, y, epochs=0, callbacks=[pruner], verbose=0)  # no pruning: max_rounds=1
+    np.testing.assert_array_equal(lth_keras.get_masks(model)["fc1/kernel"], mask)
+    np.testing.assert_array_equal(layer._kernel.numpy(), mask.astype("float32"))
 
 
 def test_recompiling_between_rounds_resets_the_new_optimizer(data):

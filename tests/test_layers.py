@@ -134,6 +134,27 @@ def test_rewind_restores_initial_times_mask_bit_for_bit():
     np.testing.assert_array_equal(layer.bias.numpy(), bias_initial)
 
 
+def test_weights_written_through_keras_keep_pruned_entries_zero(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), L.MaskedDense(4, name="fc")])
+    layer = model.layers[0]
+    mask = np.array([[1, 0, 1, 0]] * 3, dtype=bool)
+    layer.set_masks({"kernel": mask})
+    values = [w.numpy() for w in layer.weights]
+    values[0] = np.ones((3, 4), "float32")  # a dense kernel, masks kept
+    layer.set_weights(values)
+    np.testing.assert_array_equal(layer._kernel.numpy(), mask.astype("float32"))
+    # A weights file written with a dense kernel loads as the masked kernel.
+    layer._kernel.assign(np.ones((3, 4)))
+    model.save_weights(tmp_path / "w.weights.h5")
+    layer._kernel.assign(np.zeros((3, 4)))
+    model.load_weights(tmp_path / "w.weights.h5")
+    np.testing.assert_array_equal(layer._kernel.numpy(), mask.astype("float32"))
+    # A direct variable write is mended by apply_masks().
+    layer._kernel.assign(np.full((3, 4), 2.0))
+    layer.apply_masks()
+    np.testing.assert_array_equal(layer._kernel.numpy(), 2.0 * mask)
+
+
 def test_save_initial_records_current_weights():
     layer = _built(L.MaskedDense, (3,), (2,))
     layer._kernel.assign(np.full((2, 3), 7.0))
@@ -211,6 +232,23 @@ def test_embedding_weights_argument_sets_initial_weights():
     np.testing.assert_array_equal(layer._embeddings.numpy(), values)
     np.testing.assert_array_equal(layer.embeddings_initial.numpy(), values)
     assert np.all(layer.embeddings_mask.numpy() == 1)
+
+
+def test_embedding_gradient_stays_sparse_and_masked():
+    layer = L.MaskedEmbedding(50, 4)
+    layer.build()
+    mask = np.random.default_rng(0).random((50, 4)) > 0.5
+    layer.set_masks({"embeddings": mask})
+    ids = np.array([[1, 3, 3, 7]])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(ids))
+    grad = tape.gradient(loss, layer._embeddings.value)
+    assert isinstance(grad, tf.IndexedSlices)
+    dense = tf.convert_to_tensor(grad).numpy()
+    expected = np.zeros((50, 4))
+    for i in ids[0]:
+        expected[i] += mask[i]
+    np.testing.assert_array_equal(dense, expected)
 
 
 def test_mixed_precision_keeps_masks_exact():
