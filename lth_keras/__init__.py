@@ -23,8 +23,9 @@ for _ in range(5):
 ```
 """
 
-from lth_keras import pruning
+from lth_keras import pruning, training  # training registers its schedule for loading
 from lth_keras.callbacks import LotteryPruner
+from lth_keras.config import ExperimentConfig, preset
 from lth_keras.convert import prunable, strip_masks
 from lth_keras.layers import (
     MaskedConv1D,
@@ -46,6 +47,7 @@ from lth_keras.masks import get_masks, masked_layers, set_masks, weights_remaini
 __version__ = "0.1.0"
 
 __all__ = [
+    "ExperimentConfig",
     "LotteryPruner",
     "MaskedConv1D",
     "MaskedConv1DTranspose",
@@ -63,9 +65,11 @@ __all__ = [
     "__version__",
     "get_masks",
     "masked_layers",
+    "preset",
     "prunable",
     "pruning",
     "set_masks",
     "strip_masks",
+    "training",
     "weights_remaining",
 ]

@@ -5,6 +5,7 @@ state is read and written through `lth_keras.masks` and `lth_keras.rewind`.
 """
 
 import contextlib
+import copy
 
 import keras
 import numpy as np
@@ -48,7 +49,9 @@ class LotteryPruner(keras.callbacks.Callback):
 
     - by default, one round per `fit` call: each later `fit` with this
       callback starts by pruning and resetting, so after the last call the
-      model holds the trained ticket;
+      model holds the trained ticket. A `fit` that did not finish (an
+      exception, an interrupt) does not end its round: the next `fit`
+      continues it;
     - with `epochs_per_round=k`, every `k` epochs, inside one `fit` (and
       across `fit` calls); the round that would exceed `max_rounds` or
       `target_sparsity` is not started and `fit` stops after the last
@@ -228,6 +231,7 @@ class LotteryPruner(keras.callbacks.Callback):
         self.round = 0
         self.history = []
         self._started = False
+        self._round_trained = False
         self._epochs_in_round = 0
         self._snapshot = None
         self._rewind_step = None
@@ -257,10 +261,10 @@ class LotteryPruner(keras.callbacks.Callback):
             with strategy.scope() if strategy is not None else contextlib.nullcontext():
                 optimizer.build(self.model.trainable_variables)
         if self._optimizer_reset is None or self._optimizer_reset.optimizer is not optimizer:
-            self._optimizer_reset = OptimizerReset(optimizer)
+            self._optimizer_reset = OptimizerReset(optimizer, self.model.trainable_variables)
         if not self._started:
             self._start()
-        elif self.epochs_per_round is None:
+        elif self.epochs_per_round is None and self._round_trained:
             self._maybe_next_round()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -290,11 +294,72 @@ class LotteryPruner(keras.callbacks.Callback):
                 self._say(f"round {self.round} was the last; stopping training.")
 
     def on_train_end(self, logs=None):
+        self._round_trained = True
         # An optimizer with EMA overwrites the weights with their averages at
         # the end of `fit`; keep pruned weights exactly zero regardless.
         if getattr(self.model.optimizer, "use_ema", False):
             for layer in masks_lib.masked_layers(self.model):
                 layer.apply_masks()
+
+    # State -----------------------------------------------------------------
+
+    def get_state(self):
+        """The pruner's progress, for checkpoints; the inverse of `set_state`.
+
+        Returns:
+            A dict of JSON-ready values, except `"snapshot"`: the rewind
+            point's unmasked weights as a dict of NumPy arrays (or `None`
+            before the rewind point). The masked layers' part of the rewind
+            point lives in the model, as their initial weights.
+
+        Example:
+
+        ```python
+        state = pruner.get_state()
+        ```
+        """
+        return {
+            "round": self.round,
+            "history": copy.deepcopy(self.history),
+            "started": self._started,
+            "round_trained": self._round_trained,
+            "epochs_in_round": self._epochs_in_round,
+            "rewind_step": self._rewind_step,
+            "iteration0": self._iteration0,
+            "remaining": self._remaining,
+            "rng": self._rng.bit_generator.state,
+            "snapshot": None if self._snapshot is None else dict(self._snapshot.values),
+        }
+
+    def set_state(self, state):
+        """Restores progress saved by `get_state` (e.g. to resume a run).
+
+        Use it on a new pruner with the same arguments, attached to a model
+        that holds the weights (masks and initial weights included) saved
+        with the state.
+
+        Args:
+            state: A dict as returned by `get_state`.
+
+        Example:
+
+        ```python
+        pruner = lth_keras.LotteryPruner(rate=0.2)
+        pruner.set_state(saved_state)
+        model.fit(x, y, epochs=2, callbacks=[pruner])  # continues the run
+        ```
+        """
+        self.round = int(state["round"])
+        self.history = copy.deepcopy(state["history"])
+        self._started = bool(state["started"])
+        self._round_trained = bool(state["round_trained"])
+        self._epochs_in_round = int(state["epochs_in_round"])
+        self._rewind_step = state["rewind_step"]
+        self._iteration0 = int(state["iteration0"])
+        self._remaining = float(state["remaining"])
+        self._rng.bit_generator.state = state["rng"]
+        snapshot = state["snapshot"]
+        self._snapshot = None if snapshot is None else WeightSnapshot.from_values(snapshot)
 
     # Rounds ----------------------------------------------------------------
 
@@ -349,6 +414,7 @@ class LotteryPruner(keras.callbacks.Callback):
         masks_lib.set_masks(self.model, new)
         self._reset_weights()
         self.round += 1
+        self._round_trained = False
         self._epochs_in_round = 0
         self._remaining, per_kernel = pruning.fraction_remaining(new)
         self._append_history(new)

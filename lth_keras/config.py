@@ -124,18 +124,29 @@ class ExperimentConfig:
                 value = tuple(sorted(value.items()))
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
             object.__setattr__(self, name, value)
-        for name, choices in (("model", MODELS), ("dataset", DATASETS),
-                              ("optimizer", OPTIMIZERS), ("reset", RESETS),
-                              ("scope", ("layerwise", "global"))):
+        for name, choices in (
+            ("model", MODELS),
+            ("dataset", DATASETS),
+            ("optimizer", OPTIMIZERS),
+            ("reset", RESETS),
+            ("scope", ("layerwise", "global")),
+        ):
             if getattr(self, name) not in choices:
                 _fail(name, getattr(self, name), f"one of {list(choices)}")
         for control in self.controls:
             if control not in CONTROLS:
                 _fail("controls", self.controls, f"a subset of {list(CONTROLS)}")
-        for name, minimum in (("rounds", 0), ("iterations", 1), ("eval_every", 1),
-                              ("batch_size", 1), ("rewind_iteration", 0),
-                              ("warmup_iterations", 0), ("validation_examples", 1),
-                              ("seed", 0), ("steps_per_execution", 1)):
+        for name, minimum in (
+            ("rounds", 0),
+            ("iterations", 1),
+            ("eval_every", 1),
+            ("batch_size", 1),
+            ("rewind_iteration", 0),
+            ("warmup_iterations", 0),
+            ("validation_examples", 1),
+            ("seed", 0),
+            ("steps_per_execution", 1),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 _fail(name, value, f"an int >= {minimum}")
@@ -146,17 +157,22 @@ class ExperimentConfig:
         if self.iterations % self.eval_every:
             _fail("eval_every", self.eval_every, f"a divisor of iterations={self.iterations}")
         if self.rewind_iteration >= self.iterations:
-            _fail("rewind_iteration", self.rewind_iteration,
-                  f"an int below iterations={self.iterations}")
+            _fail(
+                "rewind_iteration",
+                self.rewind_iteration,
+                f"an int below iterations={self.iterations}",
+            )
         if self.rewind_iteration and self.reset == "finetune":
             _fail("rewind_iteration", self.rewind_iteration, "0 with reset='finetune'")
         pruning.resolve_rates([], self.rate, self.output_rate)
         for key, value in self.layer_rates:
             pruning.check_rate(value, f"layer_rates[{key!r}]", allow_zero=True)
         if self.learning_rate <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
-            _fail("learning_rate/momentum/weight_decay",
-                  (self.learning_rate, self.momentum, self.weight_decay),
-                  "learning_rate > 0, momentum in [0, 1), weight_decay >= 0")
+            _fail(
+                "learning_rate/momentum/weight_decay",
+                (self.learning_rate, self.momentum, self.weight_decay),
+                "learning_rate > 0, momentum in [0, 1), weight_decay >= 0",
+            )
         if list(self.lr_boundaries) != sorted(set(self.lr_boundaries)):
             _fail("lr_boundaries", self.lr_boundaries, "strictly increasing steps")
         if self.scope == "global" and (self.output_rate is not None or self.layer_rates):
@@ -230,40 +246,82 @@ class ExperimentConfig:
         return dataclasses.replace(self, **changes)
 
 
-_CONV_SHARED = dict(dataset="cifar10", batch_size=60, rate=0.2, output_rate=0.1,
-                    eval_every=1000)
+_CONV_SHARED = dict(dataset="cifar10", batch_size=60, rate=0.2, output_rate=0.1, eval_every=1000)
 
 #: The settings of Figure 2 of arXiv 1803.03635, by network.
 PRESETS = {
     "lenet": ExperimentConfig(
-        model="lenet", dataset="mnist", iterations=50000, batch_size=60, optimizer="adam",
-        learning_rate=1.2e-3, rate=0.2, output_rate=0.1, rounds=15,
+        model="lenet",
+        dataset="mnist",
+        iterations=50000,
+        batch_size=60,
+        optimizer="adam",
+        learning_rate=1.2e-3,
+        rate=0.2,
+        output_rate=0.1,
+        rounds=15,
     ),
     "conv2": ExperimentConfig(
-        model="conv2", iterations=20000, learning_rate=2e-4,
-        layer_rates=(("Conv2D", 0.1),), rounds=20, **_CONV_SHARED,
+        model="conv2",
+        iterations=20000,
+        learning_rate=2e-4,
+        layer_rates=(("Conv2D", 0.1),),
+        rounds=20,
+        **_CONV_SHARED,
     ),
     "conv4": ExperimentConfig(
-        model="conv4", iterations=25000, learning_rate=3e-4,
-        layer_rates=(("Conv2D", 0.1),), rounds=20, **_CONV_SHARED,
+        model="conv4",
+        iterations=25000,
+        learning_rate=3e-4,
+        layer_rates=(("Conv2D", 0.1),),
+        rounds=20,
+        **_CONV_SHARED,
     ),
     "conv6": ExperimentConfig(
-        model="conv6", iterations=30000, learning_rate=3e-4,
-        layer_rates=(("Conv2D", 0.15),), rounds=20, **_CONV_SHARED,
+        model="conv6",
+        iterations=30000,
+        learning_rate=3e-4,
+        layer_rates=(("Conv2D", 0.15),),
+        rounds=20,
+        **_CONV_SHARED,
     ),
     # 160 epochs of 45,000 images at batch 64 = 112,480 steps; the learning
     # rate drops 10x at epochs 80 and 120; warm-up over 10K steps.
     "vgg19": ExperimentConfig(
-        model="vgg19", dataset="cifar10", iterations=112480, eval_every=2812,
-        batch_size=64, optimizer="sgd", learning_rate=0.1, momentum=0.9,
-        weight_decay=1e-4, lr_boundaries=(56240, 84360), warmup_iterations=10000,
-        scope="global", rate=0.2, exclude=("output",), augment=True, rounds=20,
+        model="vgg19",
+        dataset="cifar10",
+        iterations=112480,
+        eval_every=2812,
+        batch_size=64,
+        optimizer="sgd",
+        learning_rate=0.1,
+        momentum=0.9,
+        weight_decay=1e-4,
+        lr_boundaries=(56240, 84360),
+        warmup_iterations=10000,
+        scope="global",
+        rate=0.2,
+        exclude=("output",),
+        augment=True,
+        rounds=20,
     ),
     "resnet20": ExperimentConfig(
-        model="resnet20", dataset="cifar10", iterations=30000, eval_every=1000,
-        batch_size=128, optimizer="sgd", learning_rate=0.03, momentum=0.9,
-        weight_decay=1e-4, lr_boundaries=(20000, 25000), warmup_iterations=20000,
-        scope="global", rate=0.2, exclude=("output",), augment=True, rounds=20,
+        model="resnet20",
+        dataset="cifar10",
+        iterations=30000,
+        eval_every=1000,
+        batch_size=128,
+        optimizer="sgd",
+        learning_rate=0.03,
+        momentum=0.9,
+        weight_decay=1e-4,
+        lr_boundaries=(20000, 25000),
+        warmup_iterations=20000,
+        scope="global",
+        rate=0.2,
+        exclude=("output",),
+        augment=True,
+        rounds=20,
     ),
 }
 

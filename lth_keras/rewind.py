@@ -138,39 +138,60 @@ def _iteration_variables(optimizer):
     return [v for v in optimizer.variables if v.name == "iteration"]
 
 
-class OptimizerReset:
-    """Puts an optimizer's per-weight state back to its values at creation.
+def _compact(value):
+    """A constant array as its scalar (the usual optimizer state), else a copy."""
+    flat = value.reshape(-1)
+    if flat.size and np.all(flat == flat[0]):
+        return flat[0]
+    return value.copy()
 
-    The state (momenta, Adam moments, Adagrad accumulators, ...) is recorded
-    when this object is made, and should be made before the optimizer takes a
-    step. A state that holds one value everywhere, the usual case, is kept as
-    that scalar, so recording costs almost no memory. The step counter, the
-    learning rate and the loss scale of mixed precision are not state:
-    `reset` sets the step counter and leaves the other two alone.
+
+class OptimizerReset:
+    """Puts an optimizer's per-weight state back to that of a fresh optimizer.
+
+    The fresh state (zero momenta and Adam moments, Adagrad's initial
+    accumulators, ...) is read from a throwaway copy of the optimizer built
+    from its config on the same variables, so it does not matter whether the
+    optimizer has already taken steps. A state that holds one value
+    everywhere, the usual case, is kept as that scalar, so this costs almost
+    no memory. The step counter, the learning rate and the loss scale of
+    mixed precision are not state: `reset` sets the step counter and leaves
+    the other two alone.
 
     Args:
         optimizer: A built `keras.optimizers.Optimizer`.
+        variables: The variables it was built for (the model's
+            `trainable_variables`).
+
+    Raises:
+        ValueError: If a copy of the optimizer does not have the same state
+            variables (a custom optimizer whose `from_config` differs).
 
     Example:
 
     ```python
-    reset = OptimizerReset(model.optimizer)
+    reset = OptimizerReset(model.optimizer, model.trainable_variables)
     model.fit(x, y, epochs=1)
     reset.reset(iterations=0)  # fresh state, schedules restart
     ```
     """
 
-    def __init__(self, optimizer):
+    def __init__(self, optimizer, variables):
         self.optimizer = optimizer
-        self._initial = []
-        for variable in optimizer.variables:
-            if variable.name in _NOT_STATE:
-                continue
-            value = ops.convert_to_numpy(variable)
-            flat = value.reshape(-1)
-            if flat.size and np.all(flat == flat[0]):
-                value = flat[0]
-            self._initial.append((variable, value))
+        fresh = type(optimizer).from_config(optimizer.get_config())
+        fresh.build(list(variables))
+        mine = [v for v in optimizer.variables if v.name not in _NOT_STATE]
+        theirs = [v for v in fresh.variables if v.name not in _NOT_STATE]
+        if [(v.name, tuple(v.shape)) for v in mine] != [(v.name, tuple(v.shape)) for v in theirs]:
+            raise ValueError(
+                f"Cannot reset {type(optimizer).__name__}: a copy built from its config has "
+                "different state variables. Received optimizer variables: "
+                f"{[v.name for v in mine]}"
+            )
+        self._initial = [
+            (variable, _compact(ops.convert_to_numpy(initial)))
+            for variable, initial in zip(mine, theirs, strict=True)
+        ]
 
     def reset(self, iterations=0):
         """Restores the recorded state and sets the step counter.

@@ -3,6 +3,11 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Real MNIST, offline (CI sets the same path in .ci/run).
+MNIST_DIR = os.environ.setdefault(
+    "TFDS_DATA_DIR", os.path.join(REPO, "..", "shared", "data", "tensorflow_datasets")
+)
 
 import tensorflow as tf  # noqa: E402
 
@@ -18,11 +23,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import lth_keras  # noqa: E402
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MNIST_DIR = os.environ.get(
-    "TFDS_DATA_DIR", os.path.join(REPO, "..", "shared", "data", "tensorflow_datasets")
-)
 
 
 @pytest.fixture(autouse=True)

@@ -54,9 +54,8 @@ def test_snapshot_from_values_and_mismatch(data):
 def test_optimizer_reset_restores_initial_state(make, state_value, data):
     x, y = data
     model = compile_model(mlp(), make())
-    model.optimizer.build(model.trainable_variables)
-    reset = OptimizerReset(model.optimizer)
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    reset = OptimizerReset(model.optimizer, model.trainable_variables)  # after steps
     assert reset.iterations() == 6
     reset.reset(iterations=2)
     assert int(model.optimizer.iterations.numpy()) == 2

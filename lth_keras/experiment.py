@@ -1,0 +1,386 @@
+"""Finding winning tickets end to end: rounds, controls, run directories, resume.
+
+`run(config, run_dir)` trains round 0 (dense), then `config.rounds` rounds of
+pruning with `LotteryPruner` (one `fit` per round), and after every pruned
+round the requested controls at the same sparsity. Every job is evaluated on
+the validation and test sets every `eval_every` steps.
+
+The run directory holds `config.json`, `progress.json` (finished jobs, file
+checksums, the last checkpoint), `metrics.csv`, `metrics.jsonl`,
+`masks/round_XX.npz`, `rewind.npz` (the rewind point: masked layers'
+initial weights under `masked/<layer>/<attr>`, all other weights under
+`other/<layer>/<weight>`), `records/<job>.json` (evaluation records),
+`ticket.keras` (the last round's trained ticket), `summary.txt`,
+`plots/*.png` and `tensorboard/`.
+
+A run can be killed at any moment and resumed by running it again: finished
+jobs are skipped and an unfinished one continues from its last checkpoint
+(every `checkpoint_every` evaluation periods) with the same data stream, so
+it ends with the same masks as an uninterrupted run.
+"""
+
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+import lth_keras
+from lth_keras import data as data_lib
+from lth_keras import masks as masks_lib
+from lth_keras import pruning, report, summaries, training
+from lth_keras.callbacks import LotteryPruner
+from lth_keras.convert import prunable
+from lth_keras.models import build_model
+from lth_keras.rewind import OptimizerReset, WeightSnapshot
+from lth_keras.rundir import RunDir
+
+__all__ = ["default_run_dir", "run"]
+
+
+def default_run_dir(config, base="runs"):
+    """`<base>/<model>-<config hash>`: a directory per distinct config.
+
+    Example:
+
+    ```python
+    default_run_dir(preset("lenet"))  # 'runs/lenet-3f2a...'
+    ```
+    """
+    return os.path.join(base, f"{config.model}-{config.hash()}")
+
+
+def run(config, run_dir=None, *, verbose=1, checkpoint_every=1, flag_values=None):
+    """Runs (or resumes) an iterative-magnitude-pruning experiment.
+
+    Args:
+        config: An `ExperimentConfig`.
+        run_dir: The run directory. Defaults to `None`, meaning
+            `default_run_dir(config)`.
+        verbose: `0` silent, `1` a line per job and the final table.
+            Defaults to `1`.
+        checkpoint_every: Evaluation periods between checkpoints inside a
+            job. Defaults to `1`.
+        flag_values: Command-line flag values to save as `flags.json`.
+            Defaults to `None`.
+
+    Returns:
+        The result rows of all jobs (see `lth_keras.report`).
+
+    Raises:
+        ValueError: If `run_dir` holds a run with a different config.
+        lth_keras.rundir.CorruptRunError: If a file of the run directory
+            is truncated or altered.
+
+    Example:
+
+    ```python
+    rows = lth_keras.experiment.run(preset("lenet", rounds=5), "runs/lenet")
+    ```
+    """
+    experiment = _Experiment(config, run_dir or default_run_dir(config), verbose, checkpoint_every)
+    if flag_values is not None:
+        experiment.run_dir.write_json("flags.json", flag_values)
+    return experiment.run()
+
+
+class _Experiment:
+    def __init__(self, config, run_dir, verbose, checkpoint_every):
+        self.config = config
+        self.verbose = verbose
+        self.checkpoint_every = checkpoint_every
+        versions = {
+            "lth_keras": lth_keras.__version__,
+            "keras": keras.__version__,
+            "tensorflow": tf.__version__,
+        }
+        self.run_dir = RunDir(
+            run_dir, config.to_dict(), extra={"hash": config.hash(), "versions": versions}
+        )
+        keras.utils.set_random_seed(config.seed)
+        tf.config.experimental.enable_op_determinism()
+        self.splits = data_lib.load(
+            config.dataset,
+            batch_size=config.batch_size,
+            validation_examples=config.validation_examples,
+            train_examples=config.train_examples,
+            test_examples=config.test_examples,
+            augment=config.augment,
+            seed=config.seed,
+        )
+        self.model = self._new_model()
+        self.pruner = LotteryPruner(
+            config.rate,
+            output_rate=config.output_rate,
+            layer_rates=dict(config.layer_rates),
+            exclude=config.exclude,
+            scope=config.scope,
+            reset=config.reset,
+            rewind_iteration=config.rewind_iteration,
+            seed=config.seed,
+        )
+        self._state_round = -1  # the round whose end state self.model holds
+        self._control = None
+
+    def _new_model(self):
+        model = prunable(
+            build_model(self.config.model, self.splits.input_shape, self.splits.num_classes)
+        )
+        return training.compile_for(model, self.config)
+
+    # Jobs ------------------------------------------------------------------
+
+    def run(self):
+        for kind, round_ in self._jobs():
+            if _job(kind, round_) not in self.run_dir.progress["done"]:
+                if kind == "ticket":
+                    self._ticket(round_)
+                else:
+                    self._control_job(kind, round_)
+        if "final" not in self.run_dir.progress:
+            self._load_round_end(self.config.rounds)
+            digest = self.run_dir.save_with("ticket.keras", self.model.save)
+            self.run_dir.commit(files={"ticket.keras": digest}, final=True)
+        rows = list(self.run_dir.progress["done"].values())
+        self._write_reports(rows)
+        if self.verbose:
+            print(report.table(report.sort_rows(rows)), end="")
+        return report.sort_rows(rows)
+
+    def _jobs(self):
+        for round_ in range(self.config.rounds + 1):
+            yield "ticket", round_
+            if round_ > 0:
+                for kind in self.config.controls:
+                    yield kind, round_
+
+    def _start_period(self, kind, round_):
+        rewinds = self.config.reset in ("rewind", "lr_rewind") and kind != "reinit"
+        if round_ > 0 and rewinds:
+            return self.config.rewind_iteration // self.config.eval_every
+        return 0
+
+    def _ticket(self, round_):
+        job = _job("ticket", round_)
+        resumed = self._load_checkpoint(job, self.model, pruner=True)
+        if resumed is None:
+            if round_ > 0:
+                self._load_round_end(round_ - 1)
+            resumed = (self._start_period("ticket", round_), [], 0.0)
+        records, wall = self._train(self.model, job, *resumed, pruner=True)
+        masks = masks_lib.get_masks(self.model)
+        row = self._row("ticket", round_, records, wall, masks, self.model)
+        files = {
+            f"masks/round_{round_:02d}.npz": self.run_dir.save_npz(
+                f"masks/round_{round_:02d}.npz", masks
+            )
+        }
+        if round_ == 0:
+            files["rewind.npz"] = self.run_dir.save_npz("rewind.npz", self._rewind_arrays())
+        state = self.pruner.get_state()
+        snapshot = state.pop("snapshot") or {}
+        end = {
+            "round": round_,
+            "pruner": state,
+            "weights": f"state/round_{round_:02d}.weights.h5",
+            "snapshot": f"state/round_{round_:02d}-snapshot.npz",
+        }
+        files[end["weights"]] = self.run_dir.save_with(end["weights"], self.model.save_weights)
+        files[end["snapshot"]] = self.run_dir.save_npz(end["snapshot"], snapshot)
+        self._finish_job(job, row, records, files, round_end=end)
+        self._state_round = round_
+
+    def _control_job(self, kind, round_):
+        job = _job(kind, round_)
+        model, reset = self._control_model()
+        resumed = self._load_checkpoint(job, model)
+        if resumed is None:
+            self._prepare_control(model, kind, round_)
+            start = self._start_period(kind, round_)
+            reset.reset(iterations=start * self.config.eval_every)
+            resumed = (start, [], 0.0)
+        records, wall = self._train(model, job, *resumed)
+        row = self._row(kind, round_, records, wall, masks_lib.get_masks(model), model)
+        self._finish_job(job, row, records, {})
+
+    def _control_model(self):
+        if self._control is None:
+            model = self._new_model()
+            model.optimizer.build(model.trainable_variables)
+            self._control = (model, OptimizerReset(model.optimizer, model.trainable_variables))
+        return self._control
+
+    def _prepare_control(self, model, kind, round_):
+        """Sets a control's masks and weights from the ticket of `round_`."""
+        ticket = self.run_dir.load_npz(f"masks/round_{round_:02d}.npz")
+        rewind = self.run_dir.load_npz("rewind.npz")
+        for layer in masks_lib.masked_layers(model):
+            for name in [*layer.prunable_weights, "bias"]:
+                key = f"masked/{layer.name}/{name}"
+                if key in rewind:
+                    getattr(layer, f"{name}_initial").assign(rewind[key])
+        snapshot = WeightSnapshot.from_values(
+            {k[len("other/") :]: v for k, v in rewind.items() if k.startswith("other/")}
+        )
+        seed = np.random.SeedSequence(
+            [self.config.seed, round_, report.KINDS.index(kind)]
+        ).generate_state(1)
+        if kind == "random":
+            rng = np.random.default_rng(seed)
+            masks_lib.set_masks(model, pruning.random_masks_like(ticket, rng))
+            snapshot.restore(model)
+        else:
+            masks_lib.set_masks(model, ticket)
+            for i, layer in enumerate(masks_lib.masked_layers(model)):
+                layer.reinitialize(int(seed[0]) + i)
+            snapshot.restore(model, include_masked=False)
+
+    def _train(self, model, job, start_period, records, wall, pruner=False):
+        config = self.config
+        periods = config.iterations // config.eval_every
+        began = time.perf_counter()
+
+        def on_period(period, so_far):
+            if period % self.checkpoint_every == 0 or period == periods:
+                elapsed = wall + time.perf_counter() - began
+                self._save_checkpoint(job, model, period, so_far, elapsed, pruner)
+
+        recorder = training.EvalRecorder(self.splits.test, config.eval_every, records, on_period)
+        model.fit(
+            self.splits.train(start_step=start_period * config.eval_every),
+            epochs=periods,
+            initial_epoch=start_period,
+            steps_per_epoch=config.eval_every,
+            validation_data=self.splits.validation,
+            callbacks=[self.pruner, recorder] if pruner else [recorder],
+            shuffle=False,
+            verbose=0,
+        )
+        return recorder.records, wall + time.perf_counter() - began
+
+    def _row(self, kind, round_, records, wall, masks, model):
+        total, per_kernel = pruning.fraction_remaining(masks)
+        train = model.evaluate(self.splits.train_eval, verbose=0, return_dict=True)
+        first = self._start_period(kind, round_) * self.config.eval_every
+        return {
+            "round": round_,
+            "kind": kind,
+            "weights_remaining": total,
+            "layers": per_kernel,
+            "iterations": records[-1]["iteration"] - first,
+            **training.early_stopping(records),
+            "train_accuracy": float(train["accuracy"]),
+            "wall_seconds": wall,
+        }
+
+    def _finish_job(self, job, row, records, files, **replace):
+        name = f"records/{job}.json"
+        files[name] = self.run_dir.write_json(name, records)
+        old = self.run_dir.progress.get("round_end") if "round_end" in replace else None
+        checkpoint = self.run_dir.progress.get("checkpoint")
+        self.run_dir.commit(done={job: row}, files=files, checkpoint=None, **replace)
+        if old:
+            self.run_dir.remove(old["weights"], old["snapshot"])
+        if checkpoint:
+            self.run_dir.remove(*checkpoint["files"])
+        summaries.write_job(self.run_dir.file("tensorboard"), row, records)
+        self._write_reports(list(self.run_dir.progress["done"].values()))
+        if self.verbose:
+            print(
+                f"{row['kind']:>6} round {row['round']:2d} | "
+                f"{100 * row['weights_remaining']:6.2f}% remaining | "
+                f"test acc {row['test_accuracy_es']:.4f} at ES iteration "
+                f"{row['es_iteration']} | {row['test_accuracy_final']:.4f} at the end | "
+                f"{row['wall_seconds']:.0f} s",
+                flush=True,
+            )
+
+    def _write_reports(self, rows):
+        self.run_dir.write_bytes("metrics.csv", report.csv_text(rows).encode())
+        self.run_dir.write_bytes("metrics.jsonl", report.jsonl_text(rows).encode())
+        self.run_dir.write_bytes("summary.txt", report.table(report.sort_rows(rows)).encode())
+        for metric, name in (("test_accuracy_es", "accuracy"), ("es_iteration", "early_stopping")):
+            self.run_dir.save_with(
+                f"plots/{name}.png", lambda path, metric=metric: report.plot(rows, metric, path)
+            )
+
+    # State on disk ---------------------------------------------------------
+
+    def _rewind_arrays(self):
+        arrays = {}
+        for layer in masks_lib.masked_layers(self.model):
+            for name in layer._rewind_variables():
+                initial = getattr(layer, f"{name}_initial")
+                arrays[f"masked/{layer.name}/{name}"] = ops.convert_to_numpy(initial)
+        snapshot = self.pruner.get_state()["snapshot"] or {}
+        arrays.update({f"other/{key}": value for key, value in snapshot.items()})
+        return arrays
+
+    def _load_round_end(self, round_):
+        if self._state_round == round_:
+            return
+        end = self.run_dir.progress["round_end"]
+        if end["round"] != round_:
+            raise RuntimeError(f"Expected the end state of round {round_}, found {end['round']}.")
+        self.model.load_weights(self.run_dir.verified(end["weights"]))
+        self._set_pruner_state(end["pruner"], end["snapshot"])
+        self._state_round = round_
+
+    def _set_pruner_state(self, state, snapshot_file, digest=None):
+        # The snapshot exists once the rewind point is taken (it may be empty:
+        # a model whose weights are all in masked layers).
+        snapshot = self.run_dir.load_npz(snapshot_file, digest)
+        taken = state["rewind_step"] is not None
+        self.pruner.set_state(dict(state, snapshot=snapshot if taken else None))
+
+    def _save_checkpoint(self, job, model, period, records, wall, pruner):
+        tag = f"checkpoints/{job}-p{period:04d}"
+        files = {
+            f"{tag}.weights.h5": self.run_dir.save_with(f"{tag}.weights.h5", model.save_weights)
+        }
+        optimizer = {
+            f"{i:04d}": ops.convert_to_numpy(v) for i, v in enumerate(model.optimizer.variables)
+        }
+        files[f"{tag}-optimizer.npz"] = self.run_dir.save_npz(
+            f"{tag}-optimizer.npz", optimizer, compress=False
+        )
+        entry = {"job": job, "period": period, "records": records, "wall": wall, "files": files}
+        if pruner:
+            state = self.pruner.get_state()
+            snapshot = state.pop("snapshot")
+            entry["pruner"] = state
+            files[f"{tag}-snapshot.npz"] = self.run_dir.save_npz(
+                f"{tag}-snapshot.npz", snapshot or {}, compress=False
+            )
+        old = self.run_dir.progress.get("checkpoint")
+        self.run_dir.commit(checkpoint=entry)
+        if old:
+            self.run_dir.remove(*old["files"])
+
+    def _load_checkpoint(self, job, model, pruner=False):
+        entry = self.run_dir.progress.get("checkpoint")
+        if not entry or entry["job"] != job:
+            return None
+        files = entry["files"]
+        weights = next(name for name in files if name.endswith(".weights.h5"))
+        model.load_weights(self.run_dir.verified(weights, files[weights]))
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        optimizer_file = next(name for name in files if name.endswith("-optimizer.npz"))
+        values = self.run_dir.load_npz(optimizer_file, files[optimizer_file])
+        variables = model.optimizer.variables
+        if len(values) != len(variables):
+            raise RuntimeError(f"Checkpoint {optimizer_file} does not fit this optimizer.")
+        for i, variable in enumerate(variables):
+            variable.assign(values[f"{i:04d}"])
+        if pruner:
+            snapshot = next(name for name in files if name.endswith("-snapshot.npz"))
+            self._set_pruner_state(entry["pruner"], snapshot, files[snapshot])
+            self._state_round = None
+        return entry["period"], entry["records"], entry["wall"]
+
+
+def _job(kind, round_):
+    return f"{kind}-r{round_:02d}"

@@ -1,0 +1,53 @@
+"""TensorBoard logs of experiments (TensorFlow only).
+
+`<logdir>/<kind>/round_XX` holds the training curves of one job (loss and
+accuracies against the iteration); `<logdir>/summary` holds one point per
+round: weights remaining, test accuracy at early stopping and at the end,
+the early-stopping iteration, and the fraction remaining of every kernel
+under `sparsity/`.
+"""
+
+import os
+
+import tensorflow as tf
+
+__all__ = ["write_job"]
+
+
+def write_job(logdir, row, records):
+    """Writes one finished job (a ticket round or a control) to TensorBoard.
+
+    Args:
+        logdir: The TensorBoard folder of the run.
+        row: The job's result row (see `lth_keras.report`).
+        records: The job's evaluation records (see `EvalRecorder`).
+
+    Example:
+
+    ```python
+    write_job("runs/lenet/tensorboard", row, records)
+    ```
+    """
+    kind, round_ = row["kind"], int(row["round"])
+    curves = tf.summary.create_file_writer(os.path.join(logdir, kind, f"round_{round_:02d}"))
+    with curves.as_default():
+        for record in records:
+            for key, value in record.items():
+                if key != "iteration":
+                    tf.summary.scalar(key, value, step=record["iteration"])
+    curves.close()
+    summary = tf.summary.create_file_writer(os.path.join(logdir, "summary"))
+    with summary.as_default():
+        prefix = "" if kind == "ticket" else f"{kind}/"
+        for key in (
+            "weights_remaining",
+            "test_accuracy_es",
+            "test_accuracy_final",
+            "es_iteration",
+            "train_accuracy",
+        ):
+            tf.summary.scalar(prefix + key, row[key], step=round_)
+        if kind == "ticket":
+            for kernel, fraction in row["layers"].items():
+                tf.summary.scalar(f"sparsity/{kernel}", 1.0 - fraction, step=round_)
+    summary.close()
