@@ -78,19 +78,25 @@ class Splits:
         normalize = _normalizer(self.name)
         augment, seed = self.augment, self.seed
 
-        def prepare(index, example):
+        def augmented(index, example):
             image, label = example
-            if augment:
-                image = _augment(image, tf.stack([tf.constant(seed, tf.int64), index]))
-            return normalize(image), label
+            return _augment(image, tf.stack([tf.constant(seed, tf.int64), index])), label
 
-        stream = (
-            self.raw_train.shuffle(self.train_size, seed=self.seed, reshuffle_each_iteration=True)
-            .repeat()
-            .enumerate()
-            .skip(start_step * self.batch_size)
-            .map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-            .batch(self.batch_size, drop_remainder=True)
+        stream = self.raw_train.shuffle(
+            self.train_size, seed=self.seed, reshuffle_each_iteration=True
+        ).repeat()
+        if augment:
+            stream = (
+                stream.enumerate()
+                .skip(start_step * self.batch_size)
+                .map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
+            )
+        else:
+            stream = stream.skip(start_step * self.batch_size)
+        # Normalising whole batches is much cheaper than image by image.
+        stream = stream.batch(self.batch_size, drop_remainder=True).map(
+            lambda images, labels: (normalize(images), labels),
+            num_parallel_calls=tf.data.AUTOTUNE,
         )
         return stream.prefetch(tf.data.AUTOTUNE)
 
@@ -156,10 +162,8 @@ def load(
 
     def evaluation(dataset):
         return (
-            dataset.map(
-                lambda image, label: (normalize(image), label), num_parallel_calls=tf.data.AUTOTUNE
-            )
-            .batch(_EVAL_BATCH)
+            dataset.batch(_EVAL_BATCH)
+            .map(lambda images, labels: (normalize(images), labels))
             .prefetch(tf.data.AUTOTUNE)
         )
 
