@@ -43,6 +43,7 @@ from lth_keras.layers import (
     MaskedSeparableConv2D,
 )
 from lth_keras.masks import get_masks, masked_layers, set_masks, weights_remaining
+from lth_keras.tickets import Ticket, load_ticket, save_ticket
 
 __version__ = "0.1.0"
 
@@ -62,12 +63,15 @@ __all__ = [
     "MaskedLayerMixin",
     "MaskedSeparableConv1D",
     "MaskedSeparableConv2D",
+    "Ticket",
     "__version__",
     "get_masks",
+    "load_ticket",
     "masked_layers",
     "preset",
     "prunable",
     "pruning",
+    "save_ticket",
     "set_masks",
     "strip_masks",
     "training",

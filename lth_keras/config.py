@@ -73,7 +73,9 @@ class ExperimentConfig:
         test_examples: Use only this many test images. Defaults to `None`.
         augment: Random crops and flips (CIFAR-10 only). Defaults to `False`.
         seed: Seeds weights, data order and controls. Defaults to `0`.
-        jit_compile: Defaults to `False`.
+        jit_compile: Compile train steps with XLA. Without it, runs enable
+            TensorFlow's op determinism (which Keras does not combine with
+            XLA), so a seed gives the same numbers again. Defaults to `False`.
         steps_per_execution: Defaults to `1`.
 
     Raises:

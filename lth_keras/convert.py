@@ -27,6 +27,17 @@ def _check_graph_model(model, function):
     )
 
 
+def _copy_unmasked(layer):
+    """A copy of a layer that is not masked, from its config.
+
+    A `Lambda` layer holds no weights and its config holds Python code,
+    which Keras' safe mode refuses to rebuild; the copy shares it instead.
+    """
+    if isinstance(layer, keras.layers.Lambda):
+        return layer
+    return type(layer).from_config(layer.get_config())
+
+
 def _clone(model, make_layer):
     """Clones `model` with `make_layer(layer)`; returns it and (old, new) pairs."""
     pairs = []
@@ -88,8 +99,9 @@ def prunable(model):
         )
 
     def make_layer(layer):
-        cls = MASKED_TWINS.get(type(layer), type(layer))
-        return cls.from_config(layer.get_config())
+        if type(layer) in MASKED_TWINS:
+            return MASKED_TWINS[type(layer)].from_config(layer.get_config())
+        return _copy_unmasked(layer)
 
     clone, pairs = _clone(model, make_layer)
     for old, new in pairs:
@@ -98,7 +110,7 @@ def prunable(model):
         if isinstance(new, MaskedLayerMixin):
             _copy_by_name(new, {w.name: w for w in old.weights})
             new.save_initial()
-        else:
+        elif new is not old:
             new.set_weights(old.get_weights())
     return clone
 
@@ -139,8 +151,9 @@ def strip_masks(model):
         )
 
     def make_layer(layer):
-        cls = _keras_class(layer) if isinstance(layer, MaskedLayerMixin) else type(layer)
-        return cls.from_config(layer.get_config())
+        if isinstance(layer, MaskedLayerMixin):
+            return _keras_class(layer).from_config(layer.get_config())
+        return _copy_unmasked(layer)
 
     clone, pairs = _clone(model, make_layer)
     for old, new in pairs:
@@ -151,6 +164,6 @@ def strip_masks(model):
             if getattr(old, "bias", None) is not None:
                 values["bias"] = old.bias
             _copy_by_name(new, values)
-        else:
+        elif new is not old:
             new.set_weights(old.get_weights())
     return clone

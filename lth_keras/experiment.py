@@ -19,6 +19,7 @@ jobs are skipped and an unfinished one continues from its last checkpoint
 it ends with the same masks as an uninterrupted run.
 """
 
+import contextlib
 import os
 import time
 
@@ -80,10 +81,34 @@ def run(config, run_dir=None, *, verbose=1, checkpoint_every=1, flag_values=None
     rows = lth_keras.experiment.run(preset("lenet", rounds=5), "runs/lenet")
     ```
     """
-    experiment = _Experiment(config, run_dir or default_run_dir(config), verbose, checkpoint_every)
-    if flag_values is not None:
-        experiment.run_dir.write_json("flags.json", flag_values)
-    return experiment.run()
+    with _determinism(not config.jit_compile):
+        experiment = _Experiment(
+            config, run_dir or default_run_dir(config), verbose, checkpoint_every
+        )
+        if flag_values is not None:
+            experiment.run_dir.write_json("flags.json", flag_values)
+        return experiment.run()
+
+
+@contextlib.contextmanager
+def _determinism(enable):
+    """TensorFlow op determinism for the run, restored afterwards.
+
+    Keras turns XLA off when op determinism is on, so runs with
+    `jit_compile=True` rely on XLA's own determinism on CPUs instead.
+    """
+    # TensorFlow has no public way to read or undo the setting; Keras itself
+    # reads it through this module.
+    from tensorflow.python.framework import config as tf_config
+
+    before = tf_config.is_op_determinism_enabled()
+    if enable and not before:
+        tf_config.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if enable and not before:
+            tf_config.disable_op_determinism()
 
 
 class _Experiment:
@@ -100,7 +125,6 @@ class _Experiment:
             run_dir, config.to_dict(), extra={"hash": config.hash(), "versions": versions}
         )
         keras.utils.set_random_seed(config.seed)
-        tf.config.experimental.enable_op_determinism()
         self.splits = data_lib.load(
             config.dataset,
             batch_size=config.batch_size,

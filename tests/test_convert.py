@@ -181,3 +181,14 @@ def test_duplicate_masked_layer_names_are_rejected():
 def test_masked_layers_are_mixins():
     model = lth_keras.prunable(_sequential())
     assert all(isinstance(layer, MaskedLayerMixin) for layer in lth_keras.masked_layers(model))
+
+
+def test_lambda_layers_are_kept_without_unsafe_deserialization():
+    inputs = keras.Input((4,))
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="double")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="fc")(x))
+    masked = lth_keras.prunable(model)
+    plain = lth_keras.strip_masks(masked)
+    x = np.ones((2, 4), "float32")
+    np.testing.assert_allclose(masked(x), model(x), rtol=1e-6)
+    np.testing.assert_allclose(plain(x), model(x), rtol=1e-6)
