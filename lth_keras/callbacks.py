@@ -6,6 +6,7 @@ state is read and written through `lth_keras.masks` and `lth_keras.rewind`.
 
 import contextlib
 import copy
+import zlib
 
 import keras
 import numpy as np
@@ -38,6 +39,16 @@ def _check_choice(value, name, choices):
             f"Received an invalid value for `{name}`, expected one of {list(choices)}. "
             f"Received: {name}={value!r}"
         )
+
+
+def _seed_from_weights(model):
+    """A seed every worker of a synchronised run computes alike."""
+    digest = 0
+    for layer in masks_lib.masked_layers(model):
+        for attr in layer.prunable_weights:
+            kernel = keras.ops.convert_to_numpy(getattr(layer, f"{attr}_initial"))
+            digest = zlib.crc32(kernel.tobytes(), digest)
+    return digest
 
 
 class LotteryPruner(keras.callbacks.Callback):
@@ -96,7 +107,10 @@ class LotteryPruner(keras.callbacks.Callback):
     Masks, weights and optimizer state are only read and written between
     steps, as variables, so the train step is traced once, with
     `jit_compile=True` and `steps_per_execution > 1` too, and the callback
-    works under `tf.distribute` strategies.
+    works under `tf.distribute` strategies: build the model under the
+    strategy's scope (and, for `MultiWorkerMirroredStrategy`, call `fit`
+    inside `lth_keras.distribute.fit_scope`); every replica and worker prunes
+    to the same masks.
 
     Args:
         rate: Fraction of the remaining weights pruned per round, in (0, 1).
@@ -126,7 +140,8 @@ class LotteryPruner(keras.callbacks.Callback):
             prunable weights is pruned, in (0, 1); the last round may go past
             it. Defaults to `None`.
         seed: Seed for `method="random"` and `reset="reinit"`. Defaults to
-            `None` (fresh entropy).
+            `None`: a seed derived from the model's initial kernels, so every
+            worker of a multi-worker run draws the same random masks.
         verbose: `0` silent, `1` one line per round. Defaults to `0`.
 
     Raises:
@@ -238,7 +253,7 @@ class LotteryPruner(keras.callbacks.Callback):
         self._optimizer_reset = None
         self._iteration0 = 0
         self._remaining = 1.0
-        self._rng = np.random.default_rng(seed)
+        self._rng = np.random.default_rng(seed)  # seed=None: replaced in _start
 
     # Keras hooks -----------------------------------------------------------
 
@@ -374,6 +389,8 @@ class LotteryPruner(keras.callbacks.Callback):
         )
 
     def _start(self):
+        if self.seed is None:
+            self._rng = np.random.default_rng(_seed_from_weights(self.model))
         masks = masks_lib.get_masks(self.model)
         self._remaining = pruning.fraction_remaining(masks)[0]
         self._iteration0 = self._optimizer_reset.iterations()

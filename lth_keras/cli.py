@@ -8,7 +8,7 @@ Conv-4 preset with 5 rounds. List values are comma-separated
 
 from absl import flags
 
-from lth_keras import experiment
+from lth_keras import distribute, experiment
 from lth_keras.config import preset
 
 __all__ = ["config_from_flags", "define_flags", "run_from_flags"]
@@ -60,6 +60,13 @@ def define_flags(models):
     flags.DEFINE_integer("seed", None, "Seed for weights, data order and controls.")
     flags.DEFINE_bool("jit_compile", None, "Compile train steps with XLA.")
     flags.DEFINE_integer("steps_per_execution", None, "Train steps per compiled call.")
+    flags.DEFINE_enum(
+        "strategy",
+        "default",
+        ["default", "mirrored", "multi_worker", "tpu"],
+        "tf.distribute strategy; multi_worker reads TF_CONFIG.",
+    )
+    flags.DEFINE_string("tpu", None, "TPU address or name for --strategy=tpu.")
     flags.DEFINE_string("output_dir", None, "Run directory; default runs/<model>-<config hash>.")
     flags.DEFINE_integer("checkpoint_every", 1, "Evaluation periods between checkpoints.")
     flags.DEFINE_integer("verbose", 1, "0 silent, 1 a line per job and the final table.")
@@ -153,12 +160,15 @@ def run_from_flags(values):
         cli.run_from_flags(flags.FLAGS)
     ```
     """
-    config = config_from_flags(values)
     flag_values = values.flag_values_dict()
+    # A multi-worker strategy must exist before other TensorFlow work.
+    strategy = distribute.get_strategy(flag_values["strategy"], flag_values["tpu"])
+    config = config_from_flags(values)
     run_dir = flag_values["output_dir"] or experiment.default_run_dir(config)
     return experiment.run(
         config,
         run_dir,
+        strategy=strategy,
         verbose=flag_values["verbose"],
         checkpoint_every=flag_values["checkpoint_every"],
         flag_values=flag_values,

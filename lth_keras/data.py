@@ -7,7 +7,8 @@ per channel). The training stream is shuffled with a seed, repeated, and
 optionally augmented (random crop after 4-pixel padding, horizontal flip)
 with stateless random ops seeded by the example's position in the stream,
 so `train(start_step=k)` continues the exact stream a run interrupted at
-step `k` would have seen. `TFDS_DATA_DIR` is honoured by TFDS itself.
+step `k` would have seen. Under a multi-worker strategy every worker takes
+its share of each global batch. `TFDS_DATA_DIR` is honoured by TFDS itself.
 """
 
 import dataclasses
@@ -33,6 +34,17 @@ def _augment(image, seed):
     padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
     image = tf.image.stateless_random_crop(padded, tf.shape(image), seed=seed)
     return tf.image.stateless_random_flip_left_right(image, seed=seed + [0, 1])
+
+
+def _shardable(dataset):
+    """Lets a multi-worker strategy split every batch between the workers.
+
+    With the `DATA` policy each worker takes its share of every global batch
+    (the files of a TFDS split cannot be divided between workers evenly).
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 @dataclasses.dataclass
@@ -98,7 +110,7 @@ class Splits:
             lambda images, labels: (normalize(images), labels),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-        return stream.prefetch(tf.data.AUTOTUNE)
+        return _shardable(stream.prefetch(tf.data.AUTOTUNE))
 
 
 def load(
@@ -161,7 +173,7 @@ def load(
     normalize = _normalizer(name)
 
     def evaluation(dataset):
-        return (
+        return _shardable(
             dataset.batch(_EVAL_BATCH)
             .map(lambda images, labels: (normalize(images), labels))
             .prefetch(tf.data.AUTOTUNE)

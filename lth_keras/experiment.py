@@ -21,6 +21,8 @@ it ends with the same masks as an uninterrupted run.
 
 import contextlib
 import os
+import shutil
+import tempfile
 import time
 
 import keras
@@ -30,8 +32,8 @@ from keras import ops
 
 import lth_keras
 from lth_keras import data as data_lib
+from lth_keras import distribute, pruning, report, summaries, training
 from lth_keras import masks as masks_lib
-from lth_keras import pruning, report, summaries, training
 from lth_keras.callbacks import LotteryPruner
 from lth_keras.convert import prunable
 from lth_keras.models import build_model
@@ -53,13 +55,17 @@ def default_run_dir(config, base="runs"):
     return os.path.join(base, f"{config.model}-{config.hash()}")
 
 
-def run(config, run_dir=None, *, verbose=1, checkpoint_every=1, flag_values=None):
+def run(config, run_dir=None, *, strategy=None, verbose=1, checkpoint_every=1, flag_values=None):
     """Runs (or resumes) an iterative-magnitude-pruning experiment.
 
     Args:
         config: An `ExperimentConfig`.
         run_dir: The run directory. Defaults to `None`, meaning
             `default_run_dir(config)`.
+        strategy: A `tf.distribute.Strategy` (see `lth_keras.distribute`);
+            under a multi-worker strategy every worker runs this same call
+            and only the chief writes the run directory. Defaults to `None`
+            (the default strategy).
         verbose: `0` silent, `1` a line per job and the final table.
             Defaults to `1`.
         checkpoint_every: Evaluation periods between checkpoints inside a
@@ -83,11 +89,19 @@ def run(config, run_dir=None, *, verbose=1, checkpoint_every=1, flag_values=None
     """
     with _determinism(not config.jit_compile):
         experiment = _Experiment(
-            config, run_dir or default_run_dir(config), verbose, checkpoint_every
+            config,
+            run_dir or default_run_dir(config),
+            strategy or tf.distribute.get_strategy(),
+            verbose,
+            checkpoint_every,
         )
         if flag_values is not None:
             experiment.run_dir.write_json("flags.json", flag_values)
-        return experiment.run()
+        try:
+            return experiment.run()
+        finally:
+            if not experiment.chief:
+                shutil.rmtree(experiment.run_dir.write_path, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -112,17 +126,24 @@ def _determinism(enable):
 
 
 class _Experiment:
-    def __init__(self, config, run_dir, verbose, checkpoint_every):
+    def __init__(self, config, run_dir, strategy, verbose, checkpoint_every):
         self.config = config
-        self.verbose = verbose
+        self.strategy = strategy
+        self.chief = distribute.is_chief(strategy)
+        self.verbose = verbose if self.chief else 0
         self.checkpoint_every = checkpoint_every
         versions = {
             "lth_keras": lth_keras.__version__,
             "keras": keras.__version__,
             "tensorflow": tf.__version__,
         }
+        # Other workers read the run but write their copies somewhere private.
+        write_to = None if self.chief else tempfile.mkdtemp(prefix="lth_keras-worker-")
         self.run_dir = RunDir(
-            run_dir, config.to_dict(), extra={"hash": config.hash(), "versions": versions}
+            run_dir,
+            config.to_dict(),
+            extra={"hash": config.hash(), "versions": versions},
+            write_to=write_to,
         )
         keras.utils.set_random_seed(config.seed)
         self.splits = data_lib.load(
@@ -149,10 +170,14 @@ class _Experiment:
         self._control = None
 
     def _new_model(self):
-        model = prunable(
-            build_model(self.config.model, self.splits.input_shape, self.splits.num_classes)
-        )
-        return training.compile_for(model, self.config)
+        with self.strategy.scope():
+            model = prunable(
+                build_model(self.config.model, self.splits.input_shape, self.splits.num_classes)
+            )
+            return training.compile_for(model, self.config)
+
+    def _scope(self, model):
+        return distribute.fit_scope(model, self.strategy)
 
     # Jobs ------------------------------------------------------------------
 
@@ -168,7 +193,8 @@ class _Experiment:
             digest = self.run_dir.save_with("ticket.keras", self.model.save)
             self.run_dir.commit(files={"ticket.keras": digest}, final=True)
         rows = list(self.run_dir.progress["done"].values())
-        self._write_reports(rows)
+        if self.chief:
+            self._write_reports(rows)
         if self.verbose:
             print(report.table(report.sort_rows(rows)), end="")
         return report.sort_rows(rows)
@@ -232,8 +258,10 @@ class _Experiment:
     def _control_model(self):
         if self._control is None:
             model = self._new_model()
-            model.optimizer.build(model.trainable_variables)
-            self._control = (model, OptimizerReset(model.optimizer, model.trainable_variables))
+            with self._scope(model):
+                model.optimizer.build(model.trainable_variables)
+                reset = OptimizerReset(model.optimizer, model.trainable_variables)
+            self._control = (model, reset)
         return self._control
 
     def _prepare_control(self, model, kind, round_):
@@ -272,21 +300,23 @@ class _Experiment:
                 self._save_checkpoint(job, model, period, so_far, elapsed, pruner)
 
         recorder = training.EvalRecorder(self.splits.test, config.eval_every, records, on_period)
-        model.fit(
-            self.splits.train(start_step=start_period * config.eval_every),
-            epochs=periods,
-            initial_epoch=start_period,
-            steps_per_epoch=config.eval_every,
-            validation_data=self.splits.validation,
-            callbacks=[self.pruner, recorder] if pruner else [recorder],
-            shuffle=False,
-            verbose=0,
-        )
+        with self._scope(model):
+            model.fit(
+                self.splits.train(start_step=start_period * config.eval_every),
+                epochs=periods,
+                initial_epoch=start_period,
+                steps_per_epoch=config.eval_every,
+                validation_data=self.splits.validation,
+                callbacks=[self.pruner, recorder] if pruner else [recorder],
+                shuffle=False,
+                verbose=0,
+            )
         return recorder.records, wall + time.perf_counter() - began
 
     def _row(self, kind, round_, records, wall, masks, model):
         total, per_kernel = pruning.fraction_remaining(masks)
-        train = model.evaluate(self.splits.train_eval, verbose=0, return_dict=True)
+        with self._scope(model):
+            train = model.evaluate(self.splits.train_eval, verbose=0, return_dict=True)
         first = self._start_period(kind, round_) * self.config.eval_every
         return {
             "round": round_,
@@ -309,8 +339,9 @@ class _Experiment:
             self.run_dir.remove(old["weights"], old["snapshot"])
         if checkpoint:
             self.run_dir.remove(*checkpoint["files"])
-        summaries.write_job(self.run_dir.file("tensorboard"), row, records)
-        self._write_reports(list(self.run_dir.progress["done"].values()))
+        if self.chief:
+            summaries.write_job(self.run_dir.file("tensorboard"), row, records)
+            self._write_reports(list(self.run_dir.progress["done"].values()))
         if self.verbose:
             print(
                 f"{row['kind']:>6} round {row['round']:2d} | "
@@ -391,7 +422,8 @@ class _Experiment:
         weights = next(name for name in files if name.endswith(".weights.h5"))
         model.load_weights(self.run_dir.verified(weights, files[weights]))
         if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
+            with self._scope(model):
+                model.optimizer.build(model.trainable_variables)
         optimizer_file = next(name for name in files if name.endswith("-optimizer.npz"))
         values = self.run_dir.load_npz(optimizer_file, files[optimizer_file])
         variables = model.optimizer.variables

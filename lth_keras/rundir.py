@@ -75,6 +75,9 @@ class RunDir:
             `ValueError` is raised.
         extra: JSON-ready dict stored beside the config (library versions,
             ...), not compared. Defaults to `None`.
+        write_to: For the non-chief workers of a multi-worker run: read the
+            run from `path` but write every file under `write_to` instead
+            (reads look there first). Defaults to `None`.
 
     Raises:
         ValueError: If the directory holds a run with a different config.
@@ -90,9 +93,10 @@ class RunDir:
     ```
     """
 
-    def __init__(self, path, config, extra=None):
+    def __init__(self, path, config, extra=None, write_to=None):
         self.path = os.path.abspath(path)
-        config_path = self.file("config.json")
+        self.write_path = os.path.abspath(write_to or path)
+        config_path = os.path.join(self.path, "config.json")
         if os.path.exists(config_path):
             stored = self._read_json(config_path)["config"]
             if stored != config:
@@ -105,8 +109,8 @@ class RunDir:
                     "one to start over."
                 )
         else:
-            atomic_write(config_path, _json_bytes({"config": config, **(extra or {})}))
-        progress_path = self.file("progress.json")
+            self.write_json("config.json", {"config": config, **(extra or {})})
+        progress_path = os.path.join(self.path, "progress.json")
         self.progress = (
             self._read_json(progress_path)
             if os.path.exists(progress_path)
@@ -114,8 +118,12 @@ class RunDir:
         )
 
     def file(self, name):
-        """Absolute path of `name` inside the run directory."""
-        return os.path.join(self.path, name)
+        """Absolute path of `name`: where it is written (and read first)."""
+        return os.path.join(self.write_path, name)
+
+    def _readable(self, name):
+        written = self.file(name)
+        return written if os.path.exists(written) else os.path.join(self.path, name)
 
     @staticmethod
     def _read_json(path):
@@ -219,7 +227,7 @@ class RunDir:
             CorruptRunError: If the file is missing, has no recorded
                 checksum, or its content differs.
         """
-        path = self.file(name)
+        path = self._readable(name)
         digest = digest or self.progress["files"].get(name)
         if digest is None or not os.path.exists(path):
             raise CorruptRunError(

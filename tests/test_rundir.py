@@ -64,3 +64,17 @@ def test_progress_round_trip_and_damage(tmp_path):
     (tmp_path / "progress.json").write_text('{"done": {')
     with pytest.raises(CorruptRunError, match="progress.json"):
         RunDir(tmp_path, {})
+
+
+def test_workers_read_the_chiefs_run_and_write_elsewhere(tmp_path):
+    chief = RunDir(tmp_path / "run", {"a": 1})
+    chief.commit(files={"m.npz": chief.save_npz("m.npz", {"w": np.ones(3)})})
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    worker = RunDir(tmp_path / "run", {"a": 1}, write_to=tmp_path / "private")
+    np.testing.assert_array_equal(worker.load_npz("m.npz")["w"], np.ones(3))  # the chief's file
+    worker.commit(files={"n.npz": worker.save_npz("n.npz", {"v": np.zeros(2)})})
+    np.testing.assert_array_equal(worker.load_npz("n.npz")["v"], np.zeros(2))  # its own
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+    assert sorted(p.name for p in (tmp_path / "private").iterdir()) == ["n.npz", "progress.json"]
+    with pytest.raises(ValueError, match="different config"):
+        RunDir(tmp_path / "run", {"a": 2}, write_to=tmp_path / "other")

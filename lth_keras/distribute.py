@@ -1,0 +1,143 @@
+"""tf.distribute strategies for finding tickets on many devices (TensorFlow only).
+
+What each strategy needs:
+
+- `MirroredStrategy` (several devices of one machine): build and compile the
+  model under `strategy.scope()`; `fit` works as usual. Masks, initial
+  weights and optimizer state are mirrored variables; `LotteryPruner` prunes
+  and rewinds between steps, in cross-replica context, from the synchronised
+  values, so every replica gets the same masks. BatchNormalization keeps
+  per-replica batch statistics unless built with `synchronized=True`.
+- `MultiWorkerMirroredStrategy` (several processes or machines): set
+  `TF_CONFIG` in every worker, create the strategy first, build and compile
+  under its scope, and call `fit` inside `fit_scope(model, strategy)`, which
+  works around two bugs of Keras 3 with this strategy (keras-team/keras#20585:
+  `fit` fails reducing a batch and the logs). Every worker runs the same
+  program; all of them prune to the same masks. `LotteryPruner` with
+  `seed=None` derives its seed from the model's initial weights, so random
+  pruning draws the same masks on every worker. Give datasets the `DATA`
+  auto-shard policy (`lth_keras.data` does) and pass the global batch size.
+- `TPUStrategy`: as for MirroredStrategy. The train step holds only dense ops
+  (the masks act through a custom gradient), and pruning and rewinding run on
+  the host between steps. Not tested here (no TPU).
+
+Only the chief (`is_chief`) should write files; `lth_keras.experiment` does
+that by itself.
+"""
+
+import contextlib
+
+import tensorflow as tf
+
+__all__ = ["STRATEGIES", "fit_scope", "get_strategy", "is_chief"]
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+
+
+def get_strategy(name="default", tpu=None):
+    """Creates a strategy by name.
+
+    Args:
+        name: `"default"` (no distribution), `"mirrored"` (all local GPUs, or
+            all logical CPUs), `"multi_worker"` (reads `TF_CONFIG`) or
+            `"tpu"`. Defaults to `"default"`.
+        tpu: TPU address or name for `"tpu"` (e.g. `"grpc://10.0.0.2:8470"`
+            or `"local"`). Defaults to `None`, meaning the resolver's default.
+
+    Returns:
+        A `tf.distribute.Strategy`.
+
+    Raises:
+        ValueError: If `name` is not one of `STRATEGIES`.
+
+    Example:
+
+    ```python
+    strategy = lth_keras.distribute.get_strategy("mirrored")
+    with strategy.scope():
+        model = lth_keras.prunable(build_model())
+        model.compile(...)
+    ```
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
+            d.name for d in tf.config.list_logical_devices("CPU")
+        ]
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise ValueError(
+        f"Received an invalid value for `strategy`, expected one of {list(STRATEGIES)}. "
+        f"Received: strategy={name!r}"
+    )
+
+
+def is_chief(strategy):
+    """Whether this process should write files (always true without workers).
+
+    Example:
+
+    ```python
+    if lth_keras.distribute.is_chief(strategy):
+        model.save("ticket.keras")
+    ```
+    """
+    return bool(strategy.extended.should_checkpoint)
+
+
+def _patch_keras_reduce():
+    """Reduces scalar logs across workers without `axis=0` (keras#20585)."""
+    from keras.src.backend.tensorflow import trainer
+
+    original = trainer.reduce_per_replica
+    if getattr(original, "_lth_keras_patch", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):
+
+            def mean(value):
+                if not trainer._is_per_replica_instance(value):
+                    return value
+                return strategy.reduce("MEAN", value, axis=0 if value.shape.rank else None)
+
+            return tf.nest.map_structure(mean, values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._lth_keras_patch = True
+    trainer.reduce_per_replica = reduce_per_replica
+
+
+@contextlib.contextmanager
+def fit_scope(model, strategy):
+    """The context in which to call `fit`/`evaluate` of `model` under `strategy`.
+
+    For most strategies this is `strategy.scope()`. Under
+    `MultiWorkerMirroredStrategy` it also works around Keras 3's failures
+    there (keras-team/keras#20585): the model stops pinning the strategy
+    (Keras then takes it from the scope and skips the symbolic build that
+    fails), and the reduction of scalar logs across workers is fixed.
+
+    Args:
+        model: A model built and compiled under `strategy.scope()`.
+        strategy: The strategy.
+
+    Example:
+
+    ```python
+    with lth_keras.distribute.fit_scope(model, strategy):
+        model.fit(dataset, epochs=2, callbacks=[pruner])
+    ```
+    """
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        _patch_keras_reduce()
+        model._distribute_strategy = None
+    with strategy.scope():
+        yield
