@@ -184,7 +184,6 @@ class LotteryPruner(keras.callbacks.Callback):
         verbose=0,
     ):
         super().__init__()
-        pruning.check_rate(rate)
         _check_choice(scope, "scope", SCOPES)
         _check_choice(method, "method", METHODS)
         _check_choice(reset, "reset", RESETS)
@@ -196,10 +195,7 @@ class LotteryPruner(keras.callbacks.Callback):
         _check_int(verbose, "verbose", 0, allow_none=False)
         if target_sparsity is not None:
             pruning.check_rate(target_sparsity, "target_sparsity")
-        # Resolving the rates once checks every rate now, not at fit time.
-        pruning.resolve_rates([], rate, output_rate, None, ())
-        for key, value in (layer_rates or {}).items():
-            pruning.check_rate(value, f"layer_rates[{key!r}]", allow_zero=True)
+        pruning.check_rates(rate, output_rate, layer_rates)
         if scope == "global" and (output_rate is not None or layer_rates):
             raise ValueError(
                 "`output_rate` and `layer_rates` apply to layerwise pruning; with "

@@ -27,6 +27,7 @@ def define_flags(models):
     ```
     """
     flags.DEFINE_enum("model", models[0], models, "Network: a preset of the paper's Figure 2.")
+    flags.DEFINE_enum("dataset", None, ["mnist", "cifar10"], "Data set (the preset's by default).")
     flags.DEFINE_integer("rounds", None, "Pruning rounds after the dense round 0.")
     flags.DEFINE_float("rate", None, "Fraction of remaining weights pruned per round.")
     flags.DEFINE_float("output_rate", None, "Pruning rate of the output layer (layerwise).")
@@ -106,6 +107,7 @@ def config_from_flags(values):
     values = values if isinstance(values, dict) else values.flag_values_dict()
     overrides = {}
     for name in (
+        "dataset",
         "rounds",
         "rate",
         "output_rate",

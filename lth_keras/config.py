@@ -49,7 +49,9 @@ class ExperimentConfig:
         scope: `"layerwise"` or `"global"`. Defaults to `"layerwise"`.
         reset: `"rewind"`, `"lr_rewind"` or `"finetune"`. Defaults to
             `"rewind"`.
-        rewind_iteration: Late resetting point. Defaults to `0`.
+        rewind_iteration: Late resetting point: rounds after the first
+            rewind to this step and train from it to `iterations`; a multiple
+            of `eval_every` and of `steps_per_execution`. Defaults to `0`.
         controls: Controls trained at every round with the ticket's
             sparsity: `"reinit"` (ticket mask, new random weights) and
             `"random"` (random mask, the ticket's initial weights). Defaults
@@ -164,11 +166,16 @@ class ExperimentConfig:
                 self.rewind_iteration,
                 f"an int below iterations={self.iterations}",
             )
+        for name in ("eval_every", "steps_per_execution"):
+            if self.rewind_iteration % getattr(self, name):
+                _fail(
+                    "rewind_iteration",
+                    self.rewind_iteration,
+                    f"a multiple of {name}={getattr(self, name)} (rounds restart there)",
+                )
         if self.rewind_iteration and self.reset == "finetune":
             _fail("rewind_iteration", self.rewind_iteration, "0 with reset='finetune'")
-        pruning.resolve_rates([], self.rate, self.output_rate)
-        for key, value in self.layer_rates:
-            pruning.check_rate(value, f"layer_rates[{key!r}]", allow_zero=True)
+        pruning.check_rates(self.rate, self.output_rate, self.layer_rates)
         if self.learning_rate <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
             _fail(
                 "learning_rate/momentum/weight_decay",

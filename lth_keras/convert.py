@@ -5,6 +5,7 @@ for Sequential and functional models, nested ones included.
 """
 
 import keras
+from keras import ops
 
 from lth_keras.layers import MASKED_TWINS, MaskedLayerMixin
 from lth_keras.masks import masked_layers
@@ -160,7 +161,10 @@ def strip_masks(model):
         if not old.built:
             continue
         if isinstance(old, MaskedLayerMixin):
-            values = {attr: getattr(old, attr) for attr in old.prunable_weights}
+            values = {
+                attr: ops.multiply(getattr(old, f"_{attr}"), getattr(old, f"{attr}_mask"))
+                for attr in old.prunable_weights
+            }
             if getattr(old, "bias", None) is not None:
                 values["bias"] = old.bias
             _copy_by_name(new, values)

@@ -30,10 +30,13 @@ def _normalizer(name):
     return lambda image: (tf.cast(image, tf.float32) / 255.0 - mean) / std
 
 
-def _augment(image, seed):
+def _augment(image, seed, index):
+    """Crop and flip, seeded by `(seed, 2 * index)` and `(seed, 2 * index + 1)`."""
     padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
-    image = tf.image.stateless_random_crop(padded, tf.shape(image), seed=seed)
-    return tf.image.stateless_random_flip_left_right(image, seed=seed + [0, 1])
+    image = tf.image.stateless_random_crop(
+        padded, tf.shape(image), seed=tf.stack([seed, 2 * index])
+    )
+    return tf.image.stateless_random_flip_left_right(image, seed=tf.stack([seed, 2 * index + 1]))
 
 
 def _shardable(dataset):
@@ -92,7 +95,7 @@ class Splits:
 
         def augmented(index, example):
             image, label = example
-            return _augment(image, tf.stack([tf.constant(seed, tf.int64), index])), label
+            return _augment(image, tf.constant(seed, tf.int64), index), label
 
         stream = self.raw_train.shuffle(
             self.train_size, seed=self.seed, reshuffle_each_iteration=True

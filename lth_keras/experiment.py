@@ -5,18 +5,26 @@ pruning with `LotteryPruner` (one `fit` per round), and after every pruned
 round the requested controls at the same sparsity. Every job is evaluated on
 the validation and test sets every `eval_every` steps.
 
-The run directory holds `config.json`, `progress.json` (finished jobs, file
+The run directory holds `config.json`, `flags.json` (when run from the
+command line), `progress.json` (finished jobs with their results, file
 checksums, the last checkpoint), `metrics.csv`, `metrics.jsonl`,
 `masks/round_XX.npz`, `rewind.npz` (the rewind point: masked layers'
 initial weights under `masked/<layer>/<attr>`, all other weights under
-`other/<layer>/<weight>`), `records/<job>.json` (evaluation records),
-`ticket.keras` (the last round's trained ticket), `summary.txt`,
-`plots/*.png` and `tensorboard/`.
+`other/<weight key>`), `records/<job>.json` (evaluation records),
+`state/` (the last finished round: weights, optimizer and pruner state),
+`checkpoints/` (the unfinished job's last checkpoint), `ticket.keras` (the
+last round's trained ticket), `summary.txt`, `plots/*.png` and
+`tensorboard/`.
 
 A run can be killed at any moment and resumed by running it again: finished
 jobs are skipped and an unfinished one continues from its last checkpoint
-(every `checkpoint_every` evaluation periods) with the same data stream, so
-it ends with the same masks as an uninterrupted run.
+(every `checkpoint_every` evaluation periods) with the same data stream and
+optimizer state, so it ends with the same masks as an uninterrupted run.
+Every file is written atomically; the files a resumed run reads back (masks,
+rewind weights, states, checkpoints, records) are checked against their
+SHA-256 in `progress.json`. Reports (`metrics.*`, `summary.txt`, plots) are
+rewritten from `progress.json` after every job; TensorBoard files are
+appended to.
 """
 
 import contextlib
@@ -139,12 +147,17 @@ class _Experiment:
         }
         # Other workers read the run but write their copies somewhere private.
         write_to = None if self.chief else tempfile.mkdtemp(prefix="lth_keras-worker-")
-        self.run_dir = RunDir(
-            run_dir,
-            config.to_dict(),
-            extra={"hash": config.hash(), "versions": versions},
-            write_to=write_to,
-        )
+        try:
+            self.run_dir = RunDir(
+                run_dir,
+                config.to_dict(),
+                extra={"hash": config.hash(), "versions": versions},
+                write_to=write_to,
+            )
+        except BaseException:
+            if write_to:
+                shutil.rmtree(write_to, ignore_errors=True)
+            raise
         keras.utils.set_random_seed(config.seed)
         self.splits = data_lib.load(
             config.dataset,
@@ -229,16 +242,8 @@ class _Experiment:
         }
         if round_ == 0:
             files["rewind.npz"] = self.run_dir.save_npz("rewind.npz", self._rewind_arrays())
-        state = self.pruner.get_state()
-        snapshot = state.pop("snapshot") or {}
-        end = {
-            "round": round_,
-            "pruner": state,
-            "weights": f"state/round_{round_:02d}.weights.h5",
-            "snapshot": f"state/round_{round_:02d}-snapshot.npz",
-        }
-        files[end["weights"]] = self.run_dir.save_with(end["weights"], self.model.save_weights)
-        files[end["snapshot"]] = self.run_dir.save_npz(end["snapshot"], snapshot)
+        end = {"round": round_, **self._save_state(f"state/round_{round_:02d}", self.model, True)}
+        files.update(end["files"])
         self._finish_job(job, row, records, files, round_end=end)
         self._state_round = round_
 
@@ -336,7 +341,7 @@ class _Experiment:
         checkpoint = self.run_dir.progress.get("checkpoint")
         self.run_dir.commit(done={job: row}, files=files, checkpoint=None, **replace)
         if old:
-            self.run_dir.remove(old["weights"], old["snapshot"])
+            self.run_dir.remove(*old["files"])
         if checkpoint:
             self.run_dir.remove(*checkpoint["files"])
         if self.chief:
@@ -379,36 +384,51 @@ class _Experiment:
         end = self.run_dir.progress["round_end"]
         if end["round"] != round_:
             raise RuntimeError(f"Expected the end state of round {round_}, found {end['round']}.")
-        self.model.load_weights(self.run_dir.verified(end["weights"]))
-        self._set_pruner_state(end["pruner"], end["snapshot"])
+        self._load_state(end, self.model, pruner=True)
         self._state_round = round_
 
-    def _set_pruner_state(self, state, snapshot_file, digest=None):
-        # The snapshot exists once the rewind point is taken (it may be empty:
-        # a model whose weights are all in masked layers).
-        snapshot = self.run_dir.load_npz(snapshot_file, digest)
-        taken = state["rewind_step"] is not None
-        self.pruner.set_state(dict(state, snapshot=snapshot if taken else None))
+    def _save_state(self, tag, model, pruner):
+        """Writes weights (with the optimizer's) and the pruner's state.
 
-    def _save_checkpoint(self, job, model, period, records, wall, pruner):
-        tag = f"checkpoints/{job}-p{period:04d}"
+        Returns:
+            `{"files": {name: sha256}, "pruner": state or None}`.
+        """
         files = {
             f"{tag}.weights.h5": self.run_dir.save_with(f"{tag}.weights.h5", model.save_weights)
         }
-        optimizer = {
-            f"{i:04d}": ops.convert_to_numpy(v) for i, v in enumerate(model.optimizer.variables)
-        }
-        files[f"{tag}-optimizer.npz"] = self.run_dir.save_npz(
-            f"{tag}-optimizer.npz", optimizer, compress=False
-        )
-        entry = {"job": job, "period": period, "records": records, "wall": wall, "files": files}
+        state = None
         if pruner:
             state = self.pruner.get_state()
-            snapshot = state.pop("snapshot")
-            entry["pruner"] = state
-            files[f"{tag}-snapshot.npz"] = self.run_dir.save_npz(
-                f"{tag}-snapshot.npz", snapshot or {}, compress=False
-            )
+            snapshot = state.pop("snapshot") or {}
+            name = f"{tag}-snapshot.npz"
+            files[name] = self.run_dir.save_npz(name, snapshot, compress=False)
+        return {"files": files, "pruner": state}
+
+    def _load_state(self, entry, model, pruner=False):
+        """Restores what `_save_state` wrote, optimizer state included."""
+        files = entry["files"]
+        if not model.optimizer.built:  # Keras loads optimizer weights only into a built one
+            with self._scope(model):
+                model.optimizer.build(model.trainable_variables)
+        weights = next(name for name in files if name.endswith(".weights.h5"))
+        model.load_weights(self.run_dir.verified(weights, files[weights]))
+        if pruner:
+            name = next(name for name in files if name.endswith("-snapshot.npz"))
+            snapshot = self.run_dir.load_npz(name, files[name])
+            state = entry["pruner"]
+            # The snapshot exists once the rewind point is taken (it may be
+            # empty: a model whose weights are all in masked layers).
+            taken = state["rewind_step"] is not None
+            self.pruner.set_state(dict(state, snapshot=snapshot if taken else None))
+
+    def _save_checkpoint(self, job, model, period, records, wall, pruner):
+        entry = {
+            "job": job,
+            "period": period,
+            "records": records,
+            "wall": wall,
+            **self._save_state(f"checkpoints/{job}-p{period:04d}", model, pruner),
+        }
         old = self.run_dir.progress.get("checkpoint")
         self.run_dir.commit(checkpoint=entry)
         if old:
@@ -418,22 +438,8 @@ class _Experiment:
         entry = self.run_dir.progress.get("checkpoint")
         if not entry or entry["job"] != job:
             return None
-        files = entry["files"]
-        weights = next(name for name in files if name.endswith(".weights.h5"))
-        model.load_weights(self.run_dir.verified(weights, files[weights]))
-        if not model.optimizer.built:
-            with self._scope(model):
-                model.optimizer.build(model.trainable_variables)
-        optimizer_file = next(name for name in files if name.endswith("-optimizer.npz"))
-        values = self.run_dir.load_npz(optimizer_file, files[optimizer_file])
-        variables = model.optimizer.variables
-        if len(values) != len(variables):
-            raise RuntimeError(f"Checkpoint {optimizer_file} does not fit this optimizer.")
-        for i, variable in enumerate(variables):
-            variable.assign(values[f"{i:04d}"])
+        self._load_state(entry, model, pruner)
         if pruner:
-            snapshot = next(name for name in files if name.endswith("-snapshot.npz"))
-            self._set_pruner_state(entry["pruner"], snapshot, files[snapshot])
             self._state_round = None
         return entry["period"], entry["records"], entry["wall"]
 

@@ -89,7 +89,12 @@ def _masked_weight(attr):
     def setter(self, value):
         setattr(self, f"_{attr}", value)
 
-    return property(getter, setter, doc=f"The effective `{attr}`: `_{attr} * {attr}_mask`.")
+    return property(
+        getter,
+        setter,
+        doc=f"The effective `{attr}`, `_{attr} * {attr}_mask` (the stored `_{attr}` is kept zero "
+        "where the mask is 0), with the gradient multiplied by the mask.",
+    )
 
 
 class MaskedLayerMixin:

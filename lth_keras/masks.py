@@ -4,12 +4,13 @@ Masks of a model are keyed `"<layer name>/<kernel attribute>"`, for example
 `"dense/kernel"` or `"sep/depthwise_kernel"`, in model order.
 """
 
+import keras
 from keras import ops
 
 from lth_keras import pruning
 from lth_keras.layers import MaskedLayerMixin
 
-__all__ = ["get_masks", "masked_layers", "set_masks", "weights_remaining"]
+__all__ = ["get_masks", "masked_layers", "set_masks", "weights_by_key", "weights_remaining"]
 
 
 def masked_layers(model):
@@ -50,6 +51,56 @@ def masked_layers(model):
     return found
 
 
+def _model_layers(model):
+    """The layers of a model and of the models nested in it, models excluded."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _model_layers(layer)
+        else:
+            yield layer
+
+
+def weights_by_key(model):
+    """Every weight of a model under a key that is stable across clones and loads.
+
+    The key is the weight's path from the layer of the model that holds it:
+    `"fc1/kernel"`, `"fc1/kernel_mask"`, `"mha/query/kernel"` (the query
+    projection inside a MultiHeadAttention layer named `mha`). Names of
+    models, nested ones included, are left out: Keras puts them in
+    `variable.path` for a model built in process but not for the same model
+    loaded from a file.
+
+    Args:
+        model: A built Keras model.
+
+    Returns:
+        A dict from key to variable.
+
+    Raises:
+        ValueError: If two weights get the same key (layers of nested models
+            with the same name).
+
+    Example:
+
+    ```python
+    list(lth_keras.masks.weights_by_key(model))  # ['fc1/kernel', 'fc1/bias', ...]
+    ```
+    """
+    weights = {}
+    for layer in _model_layers(model):
+        for variable in layer.weights:
+            parts = variable.path.split("/")
+            start = len(parts) - 1 - parts[::-1].index(layer.name) if layer.name in parts else None
+            key = "/".join(parts[start:]) if start is not None else f"{layer.name}/{variable.name}"
+            if key in weights and weights[key] is not variable:
+                raise ValueError(
+                    f"Two weights of the model are both keyed {key!r}; give every layer a "
+                    "unique `name`."
+                )
+            weights[key] = variable
+    return weights
+
+
 def _entries(model, require_built=True):
     """Yields `(key, layer, attr)` for every masked kernel of the model."""
     for layer in masked_layers(model):
@@ -81,10 +132,11 @@ def get_masks(model):
     {key: float(m.mean()) for key, m in masks.items()}
     ```
     """
-    return {
-        key: ops.convert_to_numpy(getattr(layer, f"{attr}_mask")) != 0
-        for key, layer, attr in _entries(model)
-    }
+    masks = {}
+    for layer in masked_layers(model):
+        for attr, mask in layer.get_masks().items():
+            masks[f"{layer.name}/{attr}"] = mask
+    return masks
 
 
 def get_kernels(model):

@@ -181,22 +181,22 @@ def global_magnitude_prune(weights, masks, rate, names=None):
     new = {name: mask.copy() for name, mask in masks.items()}
     if not names:
         return new
-    alive, sizes = [], []
+    magnitudes, positions = [], []
     for name in names:
         weight = np.asarray(weights[name])
         _check_pair(name, weight, masks[name])
-        idx = np.flatnonzero(masks[name])
-        alive.append(np.abs(weight.reshape(-1)[idx]))
-        sizes.append(idx)
-    pooled = np.concatenate(alive)
+        alive = np.flatnonzero(masks[name])
+        magnitudes.append(np.abs(weight.reshape(-1)[alive]))
+        positions.append(alive)
+    pooled = np.concatenate(magnitudes)
     count = prune_count(pooled.size, rate)
     # Stable sort over the concatenation: earlier names, then lower index.
     chosen = np.argsort(pooled, kind="stable")[:count]
-    offsets = np.cumsum([0] + [s.size for s in sizes])
+    offsets = np.cumsum([0] + [p.size for p in positions])
     for i, name in enumerate(names):
         local = chosen[(chosen >= offsets[i]) & (chosen < offsets[i + 1])]
         flat = new[name].reshape(-1)
-        flat[sizes[i][local - offsets[i]]] = False
+        flat[positions[i][local - offsets[i]]] = False
         new[name] = flat.reshape(masks[name].shape)
     return new
 
@@ -332,6 +332,32 @@ def fraction_remaining(masks):
     return total, {n: kept[n] / sizes[n] if sizes[n] else 1.0 for n in masks}
 
 
+def check_rates(rate, output_rate=None, layer_rates=None):
+    """Raises unless `rate` is in (0, 1) and the other rates are in [0, 1).
+
+    Args:
+        rate: The default rate.
+        output_rate: Rate of the output layer, or `None`. Defaults to `None`.
+        layer_rates: Mapping (or pairs) from layer name or type to rate.
+            Defaults to `None`.
+
+    Raises:
+        ValueError: If a rate is out of range; TypeError if not a number.
+
+    Example:
+
+    ```python
+    check_rates(0.2, output_rate=0.1, layer_rates={"Conv2D": 0.15})
+    ```
+    """
+    check_rate(rate)
+    if output_rate is not None:
+        check_rate(output_rate, "output_rate", allow_zero=True)
+    pairs = layer_rates.items() if isinstance(layer_rates, dict) else (layer_rates or ())
+    for key, value in pairs:
+        check_rate(value, f"layer_rates[{key!r}]", allow_zero=True)
+
+
 def _matches(key, name, type_names):
     return key == name or key in type_names
 
@@ -372,12 +398,9 @@ def resolve_rates(layers, rate, output_rate=None, layer_rates=None, exclude=()):
     {'fc1': 0.2, 'fc2': 0.1, 'out': 0.1}
     ```
     """
-    check_rate(rate)
+    check_rates(rate, output_rate, layer_rates)
     output_rate = rate / 2 if output_rate is None else output_rate
-    check_rate(output_rate, "output_rate", allow_zero=True)
     layer_rates = dict(layer_rates or {})
-    for key, value in layer_rates.items():
-        check_rate(value, f"layer_rates[{key!r}]", allow_zero=True)
     exclude = [exclude] if isinstance(exclude, str) else list(exclude)
     known = [name for name, _ in layers]
     for arg, keys in (("layer_rates", layer_rates), ("exclude", exclude)):

@@ -10,7 +10,7 @@ into a `WeightSnapshot`.
 import numpy as np
 from keras import ops
 
-from lth_keras.masks import masked_layers
+from lth_keras.masks import masked_layers, weights_by_key
 
 __all__ = ["OptimizerReset", "WeightSnapshot"]
 
@@ -20,26 +20,11 @@ _NOT_STATE = frozenset({"iteration", "learning_rate", "step_counter", "dynamic_s
 
 
 def _unmasked_weights(model):
-    """The model's weights that no masked layer owns, keyed `layer/weight`.
-
-    Keys drop the model-name prefix of `weight.path`, which differs between
-    a model, its clone and the same model loaded from a file.
-    """
+    """The model's weights that no masked layer owns, keyed as `weights_by_key`."""
     owned = set()
     for layer in masked_layers(model):
         owned.update(id(w) for w in layer.weights)
-    weights = {}
-    for weight in model.weights:
-        if id(weight) in owned:
-            continue
-        key = "/".join(weight.path.split("/")[-2:])
-        if key in weights:
-            raise ValueError(
-                f"Two weights of the model are both named {key!r}; give every "
-                "layer a unique `name`."
-            )
-        weights[key] = weight
-    return weights
+    return {key: w for key, w in weights_by_key(model).items() if id(w) not in owned}
 
 
 class WeightSnapshot:
@@ -80,7 +65,8 @@ class WeightSnapshot:
         The masked layers' part is whatever their initial weights hold.
 
         Args:
-            values: Dict from `layer/weight` key to array, as in `self.values`.
+            values: Dict from weight key (see `lth_keras.masks.weights_by_key`)
+                to array, as in `self.values`.
 
         Returns:
             A `WeightSnapshot`.

@@ -33,6 +33,15 @@ def _sha256(path):
     return digest.hexdigest()
 
 
+def _file_mode():
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 def atomic_write(path, data):
     """Writes bytes to `path` atomically (temporary file, fsync, rename).
 
@@ -50,6 +59,7 @@ def atomic_write(path, data):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; readable like any other file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -98,7 +108,12 @@ class RunDir:
         self.write_path = os.path.abspath(write_to or path)
         config_path = os.path.join(self.path, "config.json")
         if os.path.exists(config_path):
-            stored = self._read_json(config_path)["config"]
+            stored = self._read_json(config_path).get("config")
+            if not isinstance(stored, dict):
+                raise CorruptRunError(
+                    f"{config_path} holds no run config. The run directory is damaged; "
+                    "delete it to start over."
+                )
             if stored != config:
                 changed = sorted(
                     k for k in set(stored) | set(config) if stored.get(k) != config.get(k)
@@ -201,14 +216,18 @@ class RunDir:
         run.commit(done={"ticket-r00": row}, files={"masks/round_00.npz": sha})
         ```
         """
-        self.progress["done"].update(done or {})
-        self.progress["files"].update(files or {})
+        progress = {
+            **self.progress,
+            "done": {**self.progress["done"], **(done or {})},
+            "files": {**self.progress["files"], **(files or {})},
+        }
         for key, value in replace.items():
             if value is None:
-                self.progress.pop(key, None)
+                progress.pop(key, None)
             else:
-                self.progress[key] = value
-        self.write_json("progress.json", self.progress)
+                progress[key] = value
+        self.write_json("progress.json", progress)
+        self.progress = progress  # only once it is on disk
 
     # Reading ---------------------------------------------------------------
 
@@ -252,7 +271,8 @@ class RunDir:
         return self._read_json(self.verified(name, digest))
 
     def remove(self, *names):
-        """Deletes files if present (used for superseded checkpoints)."""
+        """Deletes superseded files and forgets their checksums (at the next commit)."""
         for name in names:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.file(name))
+            self.progress["files"].pop(name, None)

@@ -9,7 +9,8 @@ unpruned entries only, so a ticket at 5% of weights remaining takes about
 are not stored; rewinding multiplies them by zero anyway.
 
 Keys: masks are keyed `"<layer>/<kernel attribute>"` (as `get_masks`); other
-weights `"<layer>/<weight name>"`.
+weights by `lth_keras.masks.weights_by_key` (`"<layer>/<weight name>"` for
+plain layers).
 """
 
 import dataclasses
@@ -32,21 +33,28 @@ FORMAT = "lth_keras.ticket"
 FORMAT_VERSION = 1
 
 
-def _weights_by_key(model):
-    """`{"<layer>/<weight>": variable}` for every weight of the model."""
-    weights = {}
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if hasattr(layer, "layers"):  # nested models: their layers are visited too
-            continue
-        for variable in layer.weights:
-            key = f"{layer.name}/{variable.name}"
-            if key in weights and weights[key] is not variable:
-                raise ValueError(
-                    f"Two weights of the model are both named {key!r}; give every layer a "
-                    "unique `name` to save a ticket."
-                )
-            weights[key] = variable
-    return weights
+def _layout(model):
+    """How a model's weights map onto a ticket.
+
+    Returns:
+        `(weights, kernels, initials)`: every weight that is not a mask or an
+        initial-weight copy, keyed as `weights_by_key`; `{weight key: mask
+        key}` for masked kernels; `{weight key: initial variable}` for the
+        masked layers' kernels and biases.
+    """
+    everything = masks_lib.weights_by_key(model)
+    key_of = {id(v): k for k, v in everything.items()}
+    kernels, initials, internal = {}, {}, set()
+    for layer in masks_lib.masked_layers(model):
+        for attr in layer.prunable_weights:
+            kernels[key_of[id(getattr(layer, f"_{attr}"))]] = f"{layer.name}/{attr}"
+            internal.add(id(getattr(layer, f"{attr}_mask")))
+        for name, variable in layer._rewind_variables().items():
+            initial = getattr(layer, f"{name}_initial")
+            initials[key_of[id(variable)]] = initial
+            internal.add(id(initial))
+    weights = {k: v for k, v in everything.items() if id(v) not in internal}
+    return weights, kernels, initials
 
 
 @dataclasses.dataclass
@@ -99,7 +107,7 @@ class Ticket:
                 "Received an invalid value for `weights`, expected 'final' or 'rewind'. "
                 f"Received: weights={weights!r}"
             )
-        variables = _weights_by_key(model)
+        variables, _, initials = _layout(model)
         model_masks = masks_lib.get_masks(model)
         problems = [f"mask {k}" for k in self.masks if k not in model_masks]
         problems += [
@@ -111,7 +119,7 @@ class Ticket:
             f"masked kernel {k} not in the ticket" for k in model_masks if k not in self.masks
         ]
         source = self.final if weights == "final" else {**self.final, **self.rewind}
-        for key, value in {**source, **self.rewind}.items():
+        for key, value in source.items():
             if key not in variables:
                 problems.append(f"weight {key}")
             elif tuple(variables[key].shape) != value.shape:
@@ -124,9 +132,9 @@ class Ticket:
                 + "; ".join(problems[:8])
                 + ("; ..." if len(problems) > 8 else "")
             )
-        for key, value in self.rewind.items():
-            if f"{key}_initial" in variables:  # a masked layer's kernel or bias
-                variables[f"{key}_initial"].assign(value)
+        for key, initial in initials.items():
+            if key in self.rewind:
+                initial.assign(self.rewind[key])
         masks_lib.set_masks(model, self.masks)
         for key, value in source.items():
             variables[key].assign(value)
@@ -209,21 +217,19 @@ def save_ticket(model, path, *, pruner=None, config=None, overwrite=False):
         "model": keras.saving.serialize_keras_object(model),
         "shapes": {k: list(m.shape) for k, m in masks.items()},
     }
+    weights, kernels, initials = _layout(model)
+    metadata["kernels"] = kernels
     arrays = {f"mask/{k}": np.packbits(m.reshape(-1)) for k, m in masks.items()}
-    for key, variable in _weights_by_key(model).items():
-        layer, name = key.rsplit("/", 1)
-        if name.endswith(("_mask", "_initial")):
-            continue
+    for key, variable in weights.items():
         value = ops.convert_to_numpy(variable)
-        if key in masks:
-            arrays[f"final/{key}"] = _pack_kernel(value, masks[key])
-        else:
-            arrays[f"final/{key}"] = value
-    for layer in masks_lib.masked_layers(model):
-        for name in layer._rewind_variables():
-            key = f"{layer.name}/{name}"
-            value = ops.convert_to_numpy(getattr(layer, f"{name}_initial"))
-            arrays[f"rewind/{key}"] = _pack_kernel(value, masks[key]) if key in masks else value
+        arrays[f"final/{key}"] = (
+            _pack_kernel(value, masks[kernels[key]]) if key in kernels else value
+        )
+    for key, initial in initials.items():
+        value = ops.convert_to_numpy(initial)
+        arrays[f"rewind/{key}"] = (
+            _pack_kernel(value, masks[kernels[key]]) if key in kernels else value
+        )
     if pruner is not None and pruner.get_state()["snapshot"]:
         for key, value in pruner.get_state()["snapshot"].items():
             arrays[f"rewind/{key}"] = value
@@ -268,15 +274,21 @@ def load_ticket(path, model=None, *, weights="final"):
             f"{path} is not an lth_keras ticket file of version {FORMAT_VERSION}. Received: "
             f"format={metadata.get('format')!r}, version={metadata.get('format_version')!r}"
         )
-    masks = {}
-    for key, shape in metadata["shapes"].items():
-        bits = np.unpackbits(arrays.pop(f"mask/{key}"), count=int(np.prod(shape)))
-        masks[key] = bits.astype(bool).reshape(shape)
-    final, rewind = {}, {}
-    for name, value in arrays.items():
-        kind, key = name.split("/", 1)
-        target = final if kind == "final" else rewind
-        target[key] = _unpack_kernel(value, masks[key]) if key in masks else value
+    try:
+        masks = {}
+        for key, shape in metadata["shapes"].items():
+            bits = np.unpackbits(arrays.pop(f"mask/{key}"), count=int(np.prod(shape)))
+            masks[key] = bits.astype(bool).reshape(shape)
+        final, rewind = {}, {}
+        for name, value in arrays.items():
+            kind, key = name.split("/", 1)
+            target = final if kind == "final" else rewind
+            kernel_mask = metadata["kernels"].get(key)
+            target[key] = (
+                value if kernel_mask is None else _unpack_kernel(value, masks[kernel_mask])
+            )
+    except (KeyError, ValueError) as error:
+        raise ValueError(f"{path} is an incomplete lth_keras ticket file: {error!r}") from error
     ticket = Ticket(masks=masks, rewind=rewind, final=final, metadata=metadata)
     if model is not None:
         ticket.apply(model, weights)

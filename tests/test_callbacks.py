@@ -270,10 +270,12 @@ def test_reinit_draws_new_masked_weights_reproducibly(data):
             _by_suffix(state["weights"], f"{layer}/bias_initial"),
         )
     _, again = _reinit_run(data, seed=3)
+    _, other = _reinit_run(data, seed=4)
     for k in state["masks"]:
         np.testing.assert_array_equal(
             _by_suffix(state["weights"], k), _by_suffix(again["weights"], k)
         )
+        assert not np.array_equal(_by_suffix(state["weights"], k), _by_suffix(other["weights"], k))
 
 
 def test_epochs_per_round_stops_after_max_rounds_and_logs(data):
@@ -441,3 +443,22 @@ def test_verbose_prints_one_line_per_round(data, capsys):
     assert "fc1/kernel: 80.2%" in lines[0]
     assert "finished after round 1" in lines[1]
     assert len(lines) == 2
+
+
+def test_layers_with_sublayers_are_snapshotted_and_rewound(data):
+    x, y = data
+    inputs = keras.Input((4, 3))
+    h = keras.layers.MultiHeadAttention(2, 4, name="mha1")(inputs, inputs)
+    h = keras.layers.MultiHeadAttention(2, 4, name="mha2")(h, h)
+    outputs = keras.layers.Dense(3, name="out")(keras.layers.Flatten()(h))
+    model = compile_model(lth_keras.prunable(keras.Model(inputs, outputs)))
+    xs = x.reshape(96, 4, 3)
+    pruner, probe = lth_keras.LotteryPruner(), Probe()
+    model.fit(xs, y, epochs=1, batch_size=16, callbacks=[pruner, probe], verbose=0)
+    start = probe.states[0]["weights"]
+    model.fit(xs, y, epochs=0, callbacks=[pruner, probe], verbose=0)
+    after = probe.states[-1]["weights"]
+    attention = [p for p in start if "/mha" in p or p.startswith("mha")]
+    assert len(attention) == 16  # query, key, value and output: kernel and bias, twice
+    for path in attention:
+        np.testing.assert_array_equal(after[path], start[path], err_msg=path)

@@ -66,6 +66,8 @@ def test_round_trip_and_hash():
         ({"lr_boundaries": (200, 100)}, "strictly increasing"),
         ({"train_examples": 0}, "train_examples=0"),
         ({"reset": "finetune", "rewind_iteration": 1000}, "0 with reset='finetune'"),
+        ({"rewind_iteration": 500}, "a multiple of eval_every=1000"),
+        ({"rewind_iteration": 1000, "steps_per_execution": 300}, "steps_per_execution=300"),
     ],
     ids=[
         "model",
@@ -78,6 +80,8 @@ def test_round_trip_and_hash():
         "boundaries",
         "train-examples",
         "finetune-rewind",
+        "rewind-period",
+        "rewind-execution",
     ],
 )
 def test_invalid_configs(changes, match):

@@ -192,3 +192,14 @@ def test_lambda_layers_are_kept_without_unsafe_deserialization():
     x = np.ones((2, 4), "float32")
     np.testing.assert_allclose(masked(x), model(x), rtol=1e-6)
     np.testing.assert_allclose(plain(x), model(x), rtol=1e-6)
+
+
+def test_strip_masks_applies_masks_even_after_a_direct_kernel_write():
+    masked = lth_keras.prunable(_sequential())
+    masks = lth_keras.get_masks(masked)
+    masks["out/kernel"][:] = False
+    lth_keras.set_masks(masked, masks)
+    layer = masked.get_layer("out")
+    layer._kernel.assign(np.ones(layer._kernel.shape))  # bypasses the masks
+    plain = lth_keras.strip_masks(masked)
+    assert np.all(plain.get_layer("out").kernel.numpy() == 0)

@@ -52,17 +52,26 @@ def test_training_stream_is_seeded_and_resumable(mnist):
 
 def test_cifar10_through_mock_data():
     with tfds.testing.mock_data(num_examples=120):
-        splits = data.load("cifar10", batch_size=8, validation_examples=20, augment=True, seed=1)
-        assert (splits.train_size, splits.input_shape, splits.num_classes) == (100, (32, 32, 3), 10)
-        ((x, y),) = _batches(splits.train(), 1)
-        ((again, _),) = _batches(splits.train(), 1)
-        raw = next(iter(splits.raw_train.shuffle(100, seed=1).batch(8)))[0].numpy()
-    assert x.shape == (8, 32, 32, 3) and y.shape == (8,)
-    np.testing.assert_array_equal(x, again)  # augmentation is seeded by stream position
-    # Per-channel normalisation: (x / 255 - mean) / std.
-    plain = (raw / 255.0 - np.array(data._CIFAR_MEAN)) / np.array(data._CIFAR_STD)
-    assert x.min() >= plain.min() - 1e-5 - 0.5 / 0.24  # padding zeros normalise to -mean/std
-    assert not np.allclose(x, plain.astype(np.float32))  # crops and flips changed the images
+        plain = data.load("cifar10", batch_size=8, validation_examples=20, seed=1)
+        augmented = data.load("cifar10", batch_size=8, validation_examples=20, augment=True, seed=1)
+        assert (plain.train_size, plain.input_shape, plain.num_classes) == (100, (32, 32, 3), 10)
+        ((x, y),) = _batches(plain.train(), 1)
+        raw, raw_labels = next(iter(plain.raw_train.shuffle(100, seed=1).batch(8)))
+        first = _batches(augmented.train(), 20)  # crosses the 12.5-batch epoch
+        again = _batches(augmented.train(), 20)
+        resumed = _batches(augmented.train(start_step=13), 7)
+    # Without augmentation: exactly (x / 255 - mean) / std per channel.
+    mean, std = np.array(data._CIFAR_MEAN), np.array(data._CIFAR_STD)
+    expected = (raw.numpy() / 255.0 - mean) / std
+    np.testing.assert_allclose(x, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(y, raw_labels.numpy())
+    # Augmentation is seeded by stream position: the same stream, also when resumed.
+    for (x1, _), (x2, _) in zip(first, again, strict=True):
+        np.testing.assert_array_equal(x1, x2)
+    for (x1, y1), (x2, y2) in zip(first[13:], resumed, strict=True):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    assert not np.allclose(first[0][0], x)  # crops and flips changed the images
 
 
 @pytest.mark.parametrize(

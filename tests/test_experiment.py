@@ -191,3 +191,37 @@ def test_sigkilled_run_resumes_to_the_same_masks(tmp_path):
     for row_a, row_b in zip(*rows, strict=True):
         row_a.pop("wall_seconds"), row_b.pop("wall_seconds")
         assert row_a == row_b
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reset", ["finetune", "lr_rewind"])
+def test_resume_between_rounds_restores_the_optimizer(reset, tmp_path, monkeypatch):
+    """Finetuning continues the step count, so it must survive a restart."""
+    config = preset("lenet", **dict(TINY, controls=(), reset=reset))
+    reference = experiment.run(config, tmp_path / "reference", verbose=0)
+    original = experiment._Experiment._ticket
+
+    def crash_at_round_2(self, round_):
+        if round_ == 2:
+            raise _Crash()
+        return original(self, round_)
+
+    monkeypatch.setattr(experiment._Experiment, "_ticket", crash_at_round_2)
+    with pytest.raises(_Crash):
+        experiment.run(config, tmp_path / "resumed", verbose=0)
+    monkeypatch.setattr(experiment._Experiment, "_ticket", original)
+    resumed = experiment.run(config, tmp_path / "resumed", verbose=0)
+    for a, b in zip(reference, resumed, strict=True):
+        a, b = dict(a), dict(b)
+        a.pop("wall_seconds"), b.pop("wall_seconds")
+        assert a == b
+    masks = [
+        np.load(d / "masks" / "round_02.npz")
+        for d in (tmp_path / "reference", tmp_path / "resumed")
+    ]
+    for key in masks[0].files:
+        np.testing.assert_array_equal(masks[0][key], masks[1][key])

@@ -78,3 +78,30 @@ def test_workers_read_the_chiefs_run_and_write_elsewhere(tmp_path):
     assert sorted(p.name for p in (tmp_path / "private").iterdir()) == ["n.npz", "progress.json"]
     with pytest.raises(ValueError, match="different config"):
         RunDir(tmp_path / "run", {"a": 2}, write_to=tmp_path / "other")
+
+
+def test_files_get_the_usual_permissions(tmp_path):
+    # Not mkstemp's 0600: a TF Serving process of another user must read exports.
+    mask = os.umask(0)
+    os.umask(mask)
+    atomic_write(tmp_path / "f.bin", b"x")
+    assert os.stat(tmp_path / "f.bin").st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_config_without_a_config_is_corrupt(tmp_path):
+    (tmp_path / "config.json").write_text('{"hash": "x"}')
+    with pytest.raises(CorruptRunError, match="holds no run config"):
+        RunDir(tmp_path, {})
+
+
+def test_failed_commit_keeps_progress(tmp_path, monkeypatch):
+    run = RunDir(tmp_path, {})
+    run.commit(done={"a": 1})
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(run, "write_json", fail)
+    with pytest.raises(OSError):
+        run.commit(done={"b": 2})
+    assert run.progress["done"] == {"a": 1}

@@ -126,3 +126,39 @@ def test_errors(trained_ticket, tmp_path):
     np.savez(tmp_path / "other.npz", metadata=np.frombuffer(json.dumps(meta).encode(), np.uint8))
     with pytest.raises(ValueError, match="format='other'"):
         lth_keras.load_ticket(tmp_path / "other.npz")
+
+
+def test_layers_with_sublayers_and_nested_models(tmp_path):
+    inner = keras.Sequential(
+        [keras.Input((12,)), keras.layers.Dense(6, name="inner_fc")], name="inner"
+    )
+    inputs = keras.Input((4, 3))
+    h = keras.layers.MultiHeadAttention(2, 4, name="mha")(inputs, inputs)
+    h = inner(keras.layers.Flatten()(h))
+    model = lth_keras.prunable(keras.Model(inputs, keras.layers.Dense(2, name="out")(h)))
+    rng = np.random.default_rng(0)
+    lth_keras.set_masks(
+        model, {k: rng.random(m.shape) > 0.5 for k, m in lth_keras.get_masks(model).items()}
+    )
+    path = tmp_path / "t.ticket.npz"
+    lth_keras.save_ticket(model, path)
+    rebuilt = lth_keras.load_ticket(path).build_model()
+    for a, b in zip(model.weights, rebuilt.weights, strict=True):
+        expected = a.numpy()
+        if a.name.endswith("kernel_initial"):  # initial values of pruned weights are not kept
+            mask = lth_keras.get_masks(model)[a.path.split("/")[-2] + "/kernel"]
+            expected = np.where(mask, expected, 0)
+        np.testing.assert_array_equal(b.numpy(), expected, err_msg=a.path)
+    x = np.random.default_rng(1).random((2, 4, 3)).astype("float32")
+    np.testing.assert_array_equal(rebuilt(x), model(x))
+
+
+def test_incomplete_file_is_a_clear_error(trained_ticket, tmp_path):
+    model, _ = trained_ticket
+    path = tmp_path / "t.ticket.npz"
+    lth_keras.save_ticket(model, path)
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files if not k.startswith("mask/")}
+    np.savez(tmp_path / "cut.npz", **arrays)
+    with pytest.raises(ValueError, match="incomplete lth_keras ticket"):
+        lth_keras.load_ticket(tmp_path / "cut.npz")
