@@ -8,9 +8,9 @@ the validation and test sets every `eval_every` steps.
 The run directory holds `config.json`, `flags.json` (when run from the
 command line), `progress.json` (finished jobs with their results, file
 checksums, the last checkpoint), `metrics.csv`, `metrics.jsonl`,
-`masks/round_XX.npz`, `rewind.npz` (the rewind point: masked layers'
-initial weights under `masked/<layer>/<attr>`, all other weights under
-`other/<weight key>`), `records/<job>.json` (evaluation records),
+`masks/round_XX.npz`, `rewind.ticket.npz` (round 0 as a ticket file, see
+`lth_keras.load_ticket`: its rewind weights are the rewind point of every
+round), `records/<job>.json` (evaluation records),
 `state/` (the last finished round: weights, optimizer and pruner state),
 `checkpoints/` (the unfinished job's last checkpoint), `ticket.keras` (the
 last round's trained ticket), `summary.txt`, `plots/*.png` and
@@ -36,7 +36,6 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import ops
 
 import lth_keras
 from lth_keras import data as data_lib
@@ -45,8 +44,9 @@ from lth_keras import masks as masks_lib
 from lth_keras.callbacks import LotteryPruner
 from lth_keras.convert import prunable
 from lth_keras.models import build_model
-from lth_keras.rewind import OptimizerReset, WeightSnapshot
+from lth_keras.rewind import OptimizerReset
 from lth_keras.rundir import RunDir
+from lth_keras.tickets import load_ticket, save_ticket
 
 __all__ = ["default_run_dir", "run"]
 
@@ -241,7 +241,12 @@ class _Experiment:
             )
         }
         if round_ == 0:
-            files["rewind.npz"] = self.run_dir.save_npz("rewind.npz", self._rewind_arrays())
+            files["rewind.ticket.npz"] = self.run_dir.save_with(
+                "rewind.ticket.npz",
+                lambda path: save_ticket(
+                    self.model, path, pruner=self.pruner, config=self.config.to_dict()
+                ),
+            )
         end = {"round": round_, **self._save_state(f"state/round_{round_:02d}", self.model, True)}
         files.update(end["files"])
         self._finish_job(job, row, records, files, round_end=end)
@@ -272,27 +277,18 @@ class _Experiment:
     def _prepare_control(self, model, kind, round_):
         """Sets a control's masks and weights from the ticket of `round_`."""
         ticket = self.run_dir.load_npz(f"masks/round_{round_:02d}.npz")
-        rewind = self.run_dir.load_npz("rewind.npz")
-        for layer in masks_lib.masked_layers(model):
-            for name in [*layer.prunable_weights, "bias"]:
-                key = f"masked/{layer.name}/{name}"
-                if key in rewind:
-                    getattr(layer, f"{name}_initial").assign(rewind[key])
-        snapshot = WeightSnapshot.from_values(
-            {k[len("other/") :]: v for k, v in rewind.items() if k.startswith("other/")}
-        )
+        # The rewind point, every weight of it, with round 0's (full) masks.
+        load_ticket(self.run_dir.verified("rewind.ticket.npz"), model, weights="rewind")
         seed = np.random.SeedSequence(
             [self.config.seed, round_, report.KINDS.index(kind)]
         ).generate_state(1)
         if kind == "random":
             rng = np.random.default_rng(seed)
             masks_lib.set_masks(model, pruning.random_masks_like(ticket, rng))
-            snapshot.restore(model)
         else:
             masks_lib.set_masks(model, ticket)
             for i, layer in enumerate(masks_lib.masked_layers(model)):
                 layer.reinitialize(int(seed[0]) + i)
-            snapshot.restore(model, include_masked=False)
 
     def _train(self, model, job, start_period, records, wall, pruner=False):
         config = self.config
@@ -367,16 +363,6 @@ class _Experiment:
             )
 
     # State on disk ---------------------------------------------------------
-
-    def _rewind_arrays(self):
-        arrays = {}
-        for layer in masks_lib.masked_layers(self.model):
-            for name in layer._rewind_variables():
-                initial = getattr(layer, f"{name}_initial")
-                arrays[f"masked/{layer.name}/{name}"] = ops.convert_to_numpy(initial)
-        snapshot = self.pruner.get_state()["snapshot"] or {}
-        arrays.update({f"other/{key}": value for key, value in snapshot.items()})
-        return arrays
 
     def _load_round_end(self, round_):
         if self._state_round == round_:

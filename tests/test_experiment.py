@@ -75,10 +75,11 @@ def test_run_writes_every_artifact(finished):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["config"] == preset("lenet", **TINY).to_dict()
     assert set(config["versions"]) == {"lth_keras", "keras", "tensorflow"}
-    rewind = np.load(run_dir / "rewind.npz")
-    assert sorted(rewind.files) == sorted(
-        f"masked/{layer}/{w}" for layer in ("fc1", "fc2", "output") for w in ("kernel", "bias")
+    rewind = lth_keras.load_ticket(run_dir / "rewind.ticket.npz")
+    assert sorted(rewind.rewind) == sorted(
+        f"{layer}/{w}" for layer in ("fc1", "fc2", "output") for w in ("kernel", "bias")
     )
+    assert all(m.all() for m in rewind.masks.values())
     # The final ticket: the last round's masks, pruned weights exactly zero.
     ticket = keras.models.load_model(run_dir / "ticket.keras")
     last = np.load(run_dir / "masks" / "round_02.npz")
@@ -86,7 +87,7 @@ def test_run_writes_every_artifact(finished):
         np.testing.assert_array_equal(mask, last[key])
         layer = ticket.get_layer(key.split("/")[0])
         assert np.all(layer._kernel.numpy()[~mask] == 0)
-        np.testing.assert_array_equal(layer.kernel_initial.numpy(), rewind[f"masked/{key}"])
+        np.testing.assert_array_equal(layer.kernel_initial.numpy(), rewind.rewind[key])
     # No checkpoint or superseded round state is left behind.
     assert not os.listdir(run_dir / "checkpoints")
     assert os.listdir(run_dir / "state") == [
