@@ -7,7 +7,8 @@ input and output names. The graph holds plain TensorFlow ops and only the
 effective weights (`kernel * mask` and the other weights): no lth_keras
 classes, masks or initial weights. `sparse=True` stores every masked kernel as
 the values of its unpruned entries plus their int32 positions, rebuilt into
-the dense kernel at each call: much smaller on disk, slightly slower.
+the dense kernel at each call: much smaller on disk, slower per call
+(`benchmarks/export_size_latency.py` measures both).
 
 `export_tflite` converts a ticket with TFLite's sparsity optimisation, which
 stores sparse weights in a sparse format.
