@@ -59,6 +59,34 @@ def claims(summary):
     return "\n".join(lines)
 
 
+def markdown(summary):
+    """The seed-averaged table as Markdown, with min-max over seeds, for docs/RESULTS.md."""
+
+    def cell(row, metric, digits):
+        if row is None:
+            return ""
+        fmt = f"{{:.{digits}f}}"
+        mean, low, high = (row[metric], row[f"{metric}_min"], row[f"{metric}_max"])
+        return f"{fmt.format(mean)} ({fmt.format(low)}-{fmt.format(high)})"
+
+    rows = {(r["round"], r["kind"]): r for r in summary}
+    lines = [
+        "| round | remaining | ticket acc@ES | ticket ES iter | ticket acc@end "
+        "| reinit acc@ES | reinit ES iter | reinit acc@end |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for round_ in sorted({r["round"] for r in summary}):
+        ticket, reinit = rows.get((round_, "ticket")), rows.get((round_, "reinit"))
+        lines.append(
+            f"| {round_} | {100 * ticket['weights_remaining']:.2f}% "
+            f"| {cell(ticket, 'test_accuracy_es', 4)} | {cell(ticket, 'es_iteration', 0)} "
+            f"| {cell(ticket, 'test_accuracy_final', 4)} "
+            f"| {cell(reinit, 'test_accuracy_es', 4)} | {cell(reinit, 'es_iteration', 0)} "
+            f"| {cell(reinit, 'test_accuracy_final', 4)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv):
     del argv
     from lth_keras import experiment, report
@@ -85,6 +113,8 @@ def main(argv):
         f.write(text)
     with open(os.path.join(FLAGS.output_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
+    with open(os.path.join(FLAGS.output_dir, "summary.md"), "w") as f:
+        f.write(markdown(summary))
     for metric, name in (("test_accuracy_es", "accuracy"), ("es_iteration", "early_stopping")):
         report.plot(summary, metric, os.path.join(FLAGS.output_dir, f"{name}.png"))
 

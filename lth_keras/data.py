@@ -61,6 +61,13 @@ class Splits:
             (`train_eval` is the training set, for train accuracy).
         input_shape, num_classes, train_size: Facts about the data.
         batch_size, augment, seed: Settings of the training stream.
+
+    Example:
+
+    ```python
+    splits = data.load("mnist", batch_size=60)
+    model.fit(splits.train(), steps_per_epoch=1000, validation_data=splits.validation)
+    ```
     """
 
     name: str

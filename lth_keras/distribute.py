@@ -53,7 +53,9 @@ def get_strategy(name="default", tpu=None):
     Example:
 
     ```python
-    strategy = lth_keras.distribute.get_strategy("mirrored")
+    from lth_keras import distribute
+
+    strategy = distribute.get_strategy("mirrored")
     with strategy.scope():
         model = lth_keras.prunable(build_model())
         model.compile(...)
@@ -85,7 +87,9 @@ def is_chief(strategy):
     Example:
 
     ```python
-    if lth_keras.distribute.is_chief(strategy):
+    from lth_keras import distribute
+
+    if distribute.is_chief(strategy):
         model.save("ticket.keras")
     ```
     """
@@ -132,7 +136,9 @@ def fit_scope(model, strategy):
     Example:
 
     ```python
-    with lth_keras.distribute.fit_scope(model, strategy):
+    from lth_keras import distribute
+
+    with distribute.fit_scope(model, strategy):
         model.fit(dataset, epochs=2, callbacks=[pruner])
     ```
     """

@@ -92,7 +92,9 @@ def run(config, run_dir=None, *, strategy=None, verbose=1, checkpoint_every=1, f
     Example:
 
     ```python
-    rows = lth_keras.experiment.run(preset("lenet", rounds=5), "runs/lenet")
+    from lth_keras import experiment, preset
+
+    rows = experiment.run(preset("lenet", rounds=5), "runs/lenet")
     ```
     """
     with _determinism(not config.jit_compile):

@@ -168,7 +168,9 @@ def export_ticket(model, export_dir, version=None, *, sparse=False, overwrite=Fa
     Example:
 
     ```python
-    info = lth_keras.export.export_ticket(model, "exports/lenet")
+    from lth_keras import export
+
+    info = export.export_ticket(model, "exports/lenet")
     # tensorflow_model_server --model_base_path=$PWD/exports/lenet ...
     ```
     """
@@ -239,7 +241,9 @@ def export_tflite(model, path, *, sparse=True, overwrite=False):
     Example:
 
     ```python
-    lth_keras.export.export_tflite(model, "lenet.tflite")
+    from lth_keras import export
+
+    export.export_tflite(model, "lenet.tflite")
     interpreter = tf.lite.Interpreter(model_path="lenet.tflite")
     ```
     """

@@ -376,12 +376,15 @@ def _register(cls):
     return keras.saving.register_keras_serializable(package="lth_keras")(cls)
 
 
-def _doc(base, extra=""):
-    return (
+def _doc(base, extra="", example=""):
+    text = (
         f"`keras.layers.{base}` with a binary mask on its kernel{extra}.\n\n"
         f"Same constructor and config as `keras.layers.{base}`. See the\n"
         "`lth_keras.layers` module docstring for masks and initial weights.\n"
     )
+    if example:
+        text += f"\nExample:\n\n```python\n{example}\n```\n"
+    return text
 
 
 @_register
@@ -404,7 +407,14 @@ class MaskedDense(MaskedLayerMixin, keras.layers.Dense):
 
 @_register
 class MaskedConv1D(MaskedLayerMixin, keras.layers.Conv1D):
-    __doc__ = _doc("Conv1D")
+    __doc__ = _doc(
+        "Conv1D",
+        example=(
+            "layer = MaskedConv1D(16, 5)\n"
+            "layer.build((None, 100, 8))\n"
+            "layer.kernel_mask.shape  # (5, 8, 16)"
+        ),
+    )
     kernel = _masked_weight("kernel")
 
 
@@ -428,25 +438,53 @@ class MaskedConv2D(MaskedLayerMixin, keras.layers.Conv2D):
 
 @_register
 class MaskedConv3D(MaskedLayerMixin, keras.layers.Conv3D):
-    __doc__ = _doc("Conv3D")
+    __doc__ = _doc(
+        "Conv3D",
+        example=(
+            "layer = MaskedConv3D(8, 3)\n"
+            "layer.build((None, 16, 16, 16, 1))\n"
+            "layer.kernel_mask.shape  # (3, 3, 3, 1, 8)"
+        ),
+    )
     kernel = _masked_weight("kernel")
 
 
 @_register
 class MaskedConv1DTranspose(MaskedLayerMixin, keras.layers.Conv1DTranspose):
-    __doc__ = _doc("Conv1DTranspose")
+    __doc__ = _doc(
+        "Conv1DTranspose",
+        example=(
+            "layer = MaskedConv1DTranspose(16, 5)\n"
+            "layer.build((None, 100, 8))\n"
+            "layer.kernel_mask.shape  # (5, 16, 8)"
+        ),
+    )
     kernel = _masked_weight("kernel")
 
 
 @_register
 class MaskedConv2DTranspose(MaskedLayerMixin, keras.layers.Conv2DTranspose):
-    __doc__ = _doc("Conv2DTranspose")
+    __doc__ = _doc(
+        "Conv2DTranspose",
+        example=(
+            "layer = MaskedConv2DTranspose(16, 3)\n"
+            "layer.build((None, 8, 8, 4))\n"
+            "layer.kernel_mask.shape  # (3, 3, 16, 4)"
+        ),
+    )
     kernel = _masked_weight("kernel")
 
 
 @_register
 class MaskedConv3DTranspose(MaskedLayerMixin, keras.layers.Conv3DTranspose):
-    __doc__ = _doc("Conv3DTranspose")
+    __doc__ = _doc(
+        "Conv3DTranspose",
+        example=(
+            "layer = MaskedConv3DTranspose(8, 3)\n"
+            "layer.build((None, 8, 8, 8, 2))\n"
+            "layer.kernel_mask.shape  # (3, 3, 3, 8, 2)"
+        ),
+    )
     kernel = _masked_weight("kernel")
 
 
@@ -455,14 +493,28 @@ _DEPTHWISE_INITIALIZERS = {"kernel": "depthwise_initializer", "bias": "bias_init
 
 @_register
 class MaskedDepthwiseConv1D(MaskedLayerMixin, keras.layers.DepthwiseConv1D):
-    __doc__ = _doc("DepthwiseConv1D")
+    __doc__ = _doc(
+        "DepthwiseConv1D",
+        example=(
+            "layer = MaskedDepthwiseConv1D(5, depth_multiplier=2)\n"
+            "layer.build((None, 100, 8))\n"
+            "layer.kernel_mask.shape  # (5, 8, 2)"
+        ),
+    )
     initializer_attrs = _DEPTHWISE_INITIALIZERS
     kernel = _masked_weight("kernel")
 
 
 @_register
 class MaskedDepthwiseConv2D(MaskedLayerMixin, keras.layers.DepthwiseConv2D):
-    __doc__ = _doc("DepthwiseConv2D")
+    __doc__ = _doc(
+        "DepthwiseConv2D",
+        example=(
+            "layer = MaskedDepthwiseConv2D(3)\n"
+            "layer.build((None, 32, 32, 16))\n"
+            "layer.kernel_mask.shape  # (3, 3, 16, 1)"
+        ),
+    )
     initializer_attrs = _DEPTHWISE_INITIALIZERS
     kernel = _masked_weight("kernel")
 
@@ -476,7 +528,16 @@ _SEPARABLE_INITIALIZERS = {
 
 @_register
 class MaskedSeparableConv1D(MaskedLayerMixin, keras.layers.SeparableConv1D):
-    __doc__ = _doc("SeparableConv1D", "s (depthwise and pointwise)")
+    __doc__ = _doc(
+        "SeparableConv1D",
+        "s (depthwise and pointwise)",
+        (
+            "layer = MaskedSeparableConv1D(32, 5)\n"
+            "layer.build((None, 100, 8))\n"
+            "layer.depthwise_kernel_mask.shape  # (5, 8, 1)\n"
+            "layer.pointwise_kernel_mask.shape  # (1, 8, 32)"
+        ),
+    )
     prunable_weights = ("depthwise_kernel", "pointwise_kernel")
     initializer_attrs = _SEPARABLE_INITIALIZERS
     depthwise_kernel = _masked_weight("depthwise_kernel")
@@ -485,7 +546,16 @@ class MaskedSeparableConv1D(MaskedLayerMixin, keras.layers.SeparableConv1D):
 
 @_register
 class MaskedSeparableConv2D(MaskedLayerMixin, keras.layers.SeparableConv2D):
-    __doc__ = _doc("SeparableConv2D", "s (depthwise and pointwise)")
+    __doc__ = _doc(
+        "SeparableConv2D",
+        "s (depthwise and pointwise)",
+        (
+            "layer = MaskedSeparableConv2D(32, 3)\n"
+            "layer.build((None, 32, 32, 16))\n"
+            "layer.depthwise_kernel_mask.shape  # (3, 3, 16, 1)\n"
+            "layer.pointwise_kernel_mask.shape  # (1, 1, 16, 32)"
+        ),
+    )
     prunable_weights = ("depthwise_kernel", "pointwise_kernel")
     initializer_attrs = _SEPARABLE_INITIALIZERS
     depthwise_kernel = _masked_weight("depthwise_kernel")
@@ -494,7 +564,16 @@ class MaskedSeparableConv2D(MaskedLayerMixin, keras.layers.SeparableConv2D):
 
 @_register
 class MaskedEmbedding(MaskedLayerMixin, keras.layers.Embedding):
-    __doc__ = _doc("Embedding", " (the embeddings matrix)")
+    __doc__ = _doc(
+        "Embedding",
+        " (the embeddings matrix)",
+        (
+            "layer = MaskedEmbedding(1000, 64)\n"
+            "layer.build()\n"
+            "layer.embeddings_mask.shape  # (1000, 64)\n"
+            "layer.embeddings_initial.shape  # (1000, 64)"
+        ),
+    )
     prunable_weights = ("embeddings",)
     initializer_attrs = {"embeddings": "embeddings_initializer"}
     embeddings = _masked_weight("embeddings")

@@ -20,7 +20,25 @@ import numpy as np
 
 
 def check_rate(rate, name="rate", allow_zero=False):
-    """Raises unless `rate` is a float in (0, 1), or [0, 1) with `allow_zero`."""
+    """Raises unless `rate` is a float in (0, 1), or [0, 1) with `allow_zero`.
+
+    Args:
+        rate: The value to check.
+        name: The argument's name, for the message. Defaults to `"rate"`.
+        allow_zero: Whether 0 is allowed. Defaults to `False`.
+
+    Raises:
+        TypeError: If `rate` is not a number (bools are refused).
+        ValueError: If `rate` is outside the allowed interval.
+
+    Example:
+
+    ```python
+    check_rate(0.2)                      # passes
+    check_rate(1.0)                      # ValueError: ... Received: rate=1.0
+    check_rate(0.0, "output_rate", allow_zero=True)  # passes
+    ```
+    """
     if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)):
         raise TypeError(
             f"Received an invalid type for `{name}`, expected a float. "

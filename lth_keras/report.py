@@ -33,12 +33,39 @@ _SCALARS = (
 
 
 def sort_rows(rows):
-    """Rows ordered by round, then ticket before its controls."""
+    """Rows ordered by round, then ticket before its controls.
+
+    Args:
+        rows: Metric rows (dicts with `round` and `kind`).
+
+    Returns:
+        A new list, sorted.
+
+    Example:
+
+    ```python
+    sort_rows([{"round": 1, "kind": "reinit"}, {"round": 1, "kind": "ticket"}])
+    # [{"round": 1, "kind": "ticket"}, {"round": 1, "kind": "reinit"}]
+    ```
+    """
     return sorted(rows, key=lambda row: (row["round"], KINDS.index(row["kind"])))
 
 
 def jsonl_text(rows):
-    """Rows as JSON lines (one object per line, all fields)."""
+    """Rows as JSON lines (one object per line, all fields, sorted keys).
+
+    Args:
+        rows: Metric rows.
+
+    Returns:
+        The text, rows ordered as by `sort_rows`.
+
+    Example:
+
+    ```python
+    open("metrics.jsonl", "w").write(jsonl_text(rows))
+    ```
+    """
     return "".join(json.dumps(row, sort_keys=True) + "\n" for row in sort_rows(rows))
 
 

@@ -70,6 +70,14 @@ class Ticket:
             entries exactly zero; masks and initial-weight copies excluded.
         metadata: JSON-ready dict (format, sparsity per kernel, versions,
             the experiment config if one was given, the model config).
+
+    Example:
+
+    ```python
+    ticket = lth_keras.load_ticket("lenet.ticket.npz")
+    ticket.metadata["weights_remaining"]   # 0.036: total; per kernel in "layers"
+    ticket.apply(model, weights="rewind")  # to train the ticket again
+    ```
     """
 
     masks: dict
