@@ -20,7 +20,6 @@ masks under each strategy.
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -96,16 +95,6 @@ def measure(setting):
     return {"replicas": strategy.num_replicas_in_sync, "images": len(images), "times": times}
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def run_setting(setting):
     command = [
         sys.executable,
@@ -118,19 +107,17 @@ def run_setting(setting):
     if setting != "multi_worker":
         out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
         return json.loads(out.strip().splitlines()[-1])
-    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+    from lth_keras import distribute
+
     procs = [
         subprocess.Popen(
             command,
-            env=dict(
-                env,
-                TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
-            ),
+            env=dict(env, TF_CONFIG=tf_config),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for i in range(2)
+        for tf_config in distribute.local_cluster(2)
     ]
     outputs = [p.communicate() for p in procs]
     for p, (_, err) in zip(procs, outputs, strict=True):

@@ -256,6 +256,19 @@ class ExperimentConfig:
 
 
 _CONV_SHARED = dict(dataset="cifar10", batch_size=60, rate=0.2, output_rate=0.1, eval_every=1000)
+# VGG-19 and ResNet-20: SGD with momentum and weight decay, global pruning of
+# every layer but the output, data augmentation.
+_DEEP_SHARED = dict(
+    dataset="cifar10",
+    optimizer="sgd",
+    momentum=0.9,
+    weight_decay=1e-4,
+    scope="global",
+    rate=0.2,
+    exclude=("output",),
+    augment=True,
+    rounds=20,
+)
 
 #: The settings of Figure 2 of arXiv 1803.03635, by network.
 PRESETS = {
@@ -298,39 +311,23 @@ PRESETS = {
     # rate drops 10x at epochs 80 and 120; warm-up over 10K steps.
     "vgg19": ExperimentConfig(
         model="vgg19",
-        dataset="cifar10",
         iterations=112480,
         eval_every=2812,
         batch_size=64,
-        optimizer="sgd",
         learning_rate=0.1,
-        momentum=0.9,
-        weight_decay=1e-4,
         lr_boundaries=(56240, 84360),
         warmup_iterations=10000,
-        scope="global",
-        rate=0.2,
-        exclude=("output",),
-        augment=True,
-        rounds=20,
+        **_DEEP_SHARED,
     ),
     "resnet20": ExperimentConfig(
         model="resnet20",
-        dataset="cifar10",
         iterations=30000,
         eval_every=1000,
         batch_size=128,
-        optimizer="sgd",
         learning_rate=0.03,
-        momentum=0.9,
-        weight_decay=1e-4,
         lr_boundaries=(20000, 25000),
         warmup_iterations=20000,
-        scope="global",
-        rate=0.2,
-        exclude=("output",),
-        augment=True,
-        rounds=20,
+        **_DEEP_SHARED,
     ),
 }
 

@@ -26,10 +26,12 @@ that by itself.
 """
 
 import contextlib
+import json
+import socket
 
 import tensorflow as tf
 
-__all__ = ["STRATEGIES", "fit_scope", "get_strategy", "is_chief"]
+__all__ = ["STRATEGIES", "fit_scope", "get_strategy", "is_chief", "local_cluster"]
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
@@ -79,6 +81,57 @@ def get_strategy(name="default", tpu=None):
         f"Received an invalid value for `strategy`, expected one of {list(STRATEGIES)}. "
         f"Received: strategy={name!r}"
     )
+
+
+def local_cluster(num_workers=2):
+    """`TF_CONFIG` values for a cluster of workers on this machine.
+
+    The ports are picked by the operating system (bound, read and released
+    at once), so several clusters can start side by side; another process
+    could take a port before the workers bind it, which on a busy machine
+    shows as a worker failing to start.
+
+    Args:
+        num_workers: How many workers. Defaults to `2`.
+
+    Returns:
+        A list of `num_workers` JSON strings, the `TF_CONFIG` of worker 0
+        (the chief), 1, ...
+
+    Raises:
+        ValueError: If `num_workers` is not a positive int.
+
+    Example:
+
+    ```python
+    import os, subprocess, sys
+    from lth_keras import distribute
+
+    workers = [
+        subprocess.Popen([sys.executable, "train.py", "--strategy=multi_worker"],
+                         env=dict(os.environ, TF_CONFIG=config))
+        for config in distribute.local_cluster(2)
+    ]
+    ```
+    """
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+        raise ValueError(
+            f"Received an invalid value for `num_workers`, expected a positive int. "
+            f"Received: num_workers={num_workers!r}"
+        )
+    sockets = [socket.socket() for _ in range(num_workers)]
+    try:
+        for s in sockets:
+            s.bind(("localhost", 0))
+        ports = [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+    cluster = {"worker": [f"localhost:{port}" for port in ports]}
+    return [
+        json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        for index in range(num_workers)
+    ]
 
 
 def is_chief(strategy):

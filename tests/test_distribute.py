@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,27 +15,16 @@ from conftest import MNIST_DIR, REPO
 from lth_keras import distribute
 
 
-def free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def start_workers(argv, n=2, extra_env=None):
     """Starts `n` workers of one cluster on loopback, ports from the OS."""
-    cluster = {"worker": [f"localhost:{port}" for port in free_ports(n)]}
     procs = []
-    for index in range(n):
+    for index, tf_config in enumerate(distribute.local_cluster(n)):
         env = dict(
             os.environ,
             PYTHONPATH=REPO,
             TF_CPP_MIN_LOG_LEVEL="3",
             TFDS_DATA_DIR=MNIST_DIR,
-            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+            TF_CONFIG=tf_config,
             **(extra_env or {}),
         )
         procs.append(
@@ -75,6 +63,18 @@ def test_strategy_names():
     assert distribute.is_chief(mirrored)
     with pytest.raises(ValueError, match="strategy='horovod'"):
         distribute.get_strategy("horovod")
+
+
+def test_local_cluster_gives_each_worker_its_task_and_distinct_ports():
+    configs = [json.loads(c) for c in distribute.local_cluster(3)]
+    workers = configs[0]["cluster"]["worker"]
+    assert [c["task"] for c in configs] == [{"type": "worker", "index": i} for i in range(3)]
+    assert all(c["cluster"] == {"worker": workers} for c in configs)
+    assert len(set(workers)) == 3
+    assert all(w.startswith("localhost:") and int(w.split(":")[1]) > 0 for w in workers)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="num_workers"):
+            distribute.local_cluster(bad)
 
 
 @pytest.mark.slow
