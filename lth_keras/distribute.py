@@ -178,9 +178,10 @@ def fit_scope(model, strategy):
 
     For most strategies this is `strategy.scope()`. Under
     `MultiWorkerMirroredStrategy` it also works around Keras 3's failures
-    there (keras-team/keras#20585): the model stops pinning the strategy
-    (Keras then takes it from the scope and skips the symbolic build that
-    fails), and the reduction of scalar logs across workers is fixed.
+    there (keras-team/keras#20585): inside the context the model stops
+    pinning the strategy (Keras then takes it from the scope and skips the
+    symbolic build that fails; the pin is restored on exit), and the
+    reduction of scalar logs across workers is fixed.
 
     Args:
         model: A model built and compiled under `strategy.scope()`.
@@ -195,8 +196,12 @@ def fit_scope(model, strategy):
         model.fit(dataset, epochs=2, callbacks=[pruner])
     ```
     """
+    pinned = getattr(model, "_distribute_strategy", None)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         _patch_keras_reduce()
         model._distribute_strategy = None
-    with strategy.scope():
-        yield
+    try:
+        with strategy.scope():
+            yield
+    finally:
+        model._distribute_strategy = pinned

@@ -131,14 +131,18 @@ def _replace_dir(tmp, target, overwrite):
             raise FileExistsError(f"{target} exists; pass overwrite=True to replace it.")
         trash = f"{target}.old-{os.getpid()}"
         os.rename(target, trash)
-        os.rename(tmp, target)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            os.rename(trash, target)  # the old version stays in place
+            raise
         shutil.rmtree(trash)
     else:
         os.rename(tmp, target)
 
 
 def _plain_and_masks(model):
-    masks = masks_lib.get_masks(model) if masks_lib.masked_layers(model) else {}
+    masks = masks_lib.get_masks(model)
     plain = strip_masks(model) if masks else model
     return plain, masks
 

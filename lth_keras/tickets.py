@@ -17,6 +17,8 @@ import dataclasses
 import io
 import json
 import os
+import zipfile
+import zlib
 
 import keras
 import numpy as np
@@ -146,8 +148,7 @@ class Ticket:
         masks_lib.set_masks(model, self.masks)
         for key, value in source.items():
             variables[key].assign(value)
-        for layer in masks_lib.masked_layers(model):
-            layer.apply_masks()
+        masks_lib.apply_masks(model)
 
     def build_model(self, weights="final", safe_mode=True):
         """Rebuilds the model from the stored Keras config and applies the ticket.
@@ -238,9 +239,9 @@ def save_ticket(model, path, *, pruner=None, config=None, overwrite=False):
         arrays[f"rewind/{key}"] = (
             _pack_kernel(value, masks[kernels[key]]) if key in kernels else value
         )
-    if pruner is not None and pruner.get_state()["snapshot"]:
-        for key, value in pruner.get_state()["snapshot"].items():
-            arrays[f"rewind/{key}"] = value
+    snapshot = pruner.get_state()["snapshot"] if pruner is not None else None
+    for key, value in (snapshot or {}).items():
+        arrays[f"rewind/{key}"] = value
     arrays["metadata"] = np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
@@ -275,7 +276,7 @@ def load_ticket(path, model=None, *, weights="final"):
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
         metadata = json.loads(arrays.pop("metadata").tobytes().decode())
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise ValueError(f"{path} is not a readable lth_keras ticket file: {error}") from error
     if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
         raise ValueError(

@@ -68,6 +68,7 @@ def test_round_trip_and_hash():
         ({"reset": "finetune", "rewind_iteration": 1000}, "0 with reset='finetune'"),
         ({"rewind_iteration": 500}, "a multiple of eval_every=1000"),
         ({"rewind_iteration": 1000, "steps_per_execution": 300}, "steps_per_execution=300"),
+        ({"augment": True}, "augment=True"),
     ],
     ids=[
         "model",
@@ -82,6 +83,7 @@ def test_round_trip_and_hash():
         "finetune-rewind",
         "rewind-period",
         "rewind-execution",
+        "augment-mnist",
     ],
 )
 def test_invalid_configs(changes, match):
@@ -122,3 +124,9 @@ def test_config_from_flags_applies_only_set_flags():
     values.update(layer_rates=["Conv2D:0.1"])
     with pytest.raises(ValueError, match="expected NAME=RATE"):
         cli.config_from_flags(values)
+
+
+def test_a_lone_string_is_one_name_not_its_characters():
+    config = ExperimentConfig(exclude="output", controls="reinit")
+    assert config.exclude == ("output",)
+    assert config.controls == ("reinit",)

@@ -51,9 +51,8 @@ def test_round_trip_final_and_rewind(trained_ticket, tmp_path):
     snapshot = pruner.get_state()["snapshot"]
     for layer in lth_keras.masked_layers(again):
         mask = ticket.masks[f"{layer.name}/kernel"]
-        np.testing.assert_array_equal(
-            layer._kernel.numpy(), np.where(mask, layer.kernel_initial.numpy(), 0)
-        )
+        original = model.get_layer(layer.name).kernel_initial.numpy()  # not from the file
+        np.testing.assert_array_equal(layer._kernel.numpy(), np.where(mask, original, 0))
     np.testing.assert_array_equal(
         again.get_layer("bn").moving_mean.numpy(), snapshot["bn/moving_mean"]
     )
@@ -122,6 +121,11 @@ def test_errors(trained_ticket, tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a readable lth_keras ticket"):
         lth_keras.load_ticket(tmp_path / "junk.npz")
+    whole = path.read_bytes()
+    for cut in (len(whole) // 2, len(whole) - 30):  # truncated: a zip without its end
+        (tmp_path / "cut.npz").write_bytes(whole[:cut])
+        with pytest.raises(ValueError, match="not a readable lth_keras ticket"):
+            lth_keras.load_ticket(tmp_path / "cut.npz")
     meta = {"format": "other", "format_version": 9}
     np.savez(tmp_path / "other.npz", metadata=np.frombuffer(json.dumps(meta).encode(), np.uint8))
     with pytest.raises(ValueError, match="format='other'"):
