@@ -42,7 +42,13 @@ from lth_keras.layers import (
     MaskedSeparableConv1D,
     MaskedSeparableConv2D,
 )
-from lth_keras.masks import get_masks, masked_layers, set_masks, weights_remaining
+from lth_keras.masks import (
+    apply_masks,
+    get_masks,
+    masked_layers,
+    set_masks,
+    weights_remaining,
+)
 from lth_keras.tickets import Ticket, load_ticket, save_ticket
 
 __version__ = "0.1.0"
@@ -65,6 +71,7 @@ __all__ = [
     "MaskedSeparableConv2D",
     "Ticket",
     "__version__",
+    "apply_masks",
     "get_masks",
     "load_ticket",
     "masked_layers",

@@ -262,8 +262,7 @@ class LotteryPruner(keras.callbacks.Callback):
                 "lth_keras.layers (e.g. MaskedDense)."
             )
         self._rates = self._resolve_rates(layers)
-        for layer in layers:  # weights may have been written since the last fit
-            layer.apply_masks()
+        masks_lib.apply_masks(self.model)  # weights may have been written since the last fit
         optimizer = self.model.optimizer
         if not optimizer.built:
             # Keras builds the optimizer lazily, inside the first train step;
@@ -306,11 +305,9 @@ class LotteryPruner(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._round_trained = True
-        # An optimizer with EMA overwrites the weights with their averages at
-        # the end of `fit`; keep pruned weights exactly zero regardless.
-        if getattr(self.model.optimizer, "use_ema", False):
-            for layer in masks_lib.masked_layers(self.model):
-                layer.apply_masks()
+        # Whatever wrote the weights at the end of `fit` (an optimizer's EMA
+        # swaps in the averages), pruned weights stay exactly zero.
+        masks_lib.apply_masks(self.model)
 
     # State -----------------------------------------------------------------
 

@@ -6,10 +6,12 @@ Conv-4 preset with 5 rounds. List values are comma-separated
 (`--controls=reinit,random`, `--layer_rates=Conv2D=0.1,fc1=0.2`).
 """
 
+import dataclasses
+
 from absl import flags
 
 from lth_keras import distribute, experiment
-from lth_keras.config import preset
+from lth_keras.config import ExperimentConfig, preset
 
 __all__ = ["config_from_flags", "define_flags", "run_from_flags"]
 
@@ -105,42 +107,17 @@ def config_from_flags(values):
     ```
     """
     values = values if isinstance(values, dict) else values.flag_values_dict()
+    parsers = {
+        "layer_rates": _pairs,
+        "exclude": tuple,
+        "controls": lambda names: tuple(c for c in names if c != "none"),
+        "lr_boundaries": lambda steps: tuple(int(b) for b in steps),
+    }
     overrides = {}
-    for name in (
-        "dataset",
-        "rounds",
-        "rate",
-        "output_rate",
-        "scope",
-        "reset",
-        "rewind_iteration",
-        "iterations",
-        "eval_every",
-        "batch_size",
-        "optimizer",
-        "learning_rate",
-        "momentum",
-        "weight_decay",
-        "lr_factor",
-        "warmup_iterations",
-        "validation_examples",
-        "train_examples",
-        "test_examples",
-        "augment",
-        "seed",
-        "jit_compile",
-        "steps_per_execution",
-    ):
-        if values.get(name) is not None:
-            overrides[name] = values[name]
-    if values.get("layer_rates") is not None:
-        overrides["layer_rates"] = _pairs(values["layer_rates"])
-    if values.get("exclude") is not None:
-        overrides["exclude"] = tuple(values["exclude"])
-    if values.get("controls") is not None:
-        overrides["controls"] = tuple(c for c in values["controls"] if c != "none")
-    if values.get("lr_boundaries") is not None:
-        overrides["lr_boundaries"] = tuple(int(b) for b in values["lr_boundaries"])
+    for field in dataclasses.fields(ExperimentConfig):
+        value = values.get(field.name)
+        if field.name != "model" and value is not None:
+            overrides[field.name] = parsers.get(field.name, lambda v: v)(value)
     return preset(values["model"], **overrides)
 
 

@@ -183,6 +183,7 @@ class _Experiment:
         )
         self._state_round = -1  # the round whose end state self.model holds
         self._control = None
+        self._rewind = None  # the rewind point as a Ticket, read once per process
 
     def _new_model(self):
         with self.strategy.scope():
@@ -280,7 +281,9 @@ class _Experiment:
         """Sets a control's masks and weights from the ticket of `round_`."""
         ticket = self.run_dir.load_npz(f"masks/round_{round_:02d}.npz")
         # The rewind point, every weight of it, with round 0's (full) masks.
-        load_ticket(self.run_dir.verified("rewind.ticket.npz"), model, weights="rewind")
+        if self._rewind is None:
+            self._rewind = load_ticket(self.run_dir.verified("rewind.ticket.npz"))
+        self._rewind.apply(model, weights="rewind")
         seed = np.random.SeedSequence(
             [self.config.seed, round_, report.KINDS.index(kind)]
         ).generate_state(1)
@@ -413,7 +416,7 @@ class _Experiment:
         entry = {
             "job": job,
             "period": period,
-            "records": records,
+            "records": list(records),
             "wall": wall,
             **self._save_state(f"checkpoints/{job}-p{period:04d}", model, pruner),
         }

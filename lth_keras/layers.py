@@ -22,8 +22,11 @@ ticket as it is, and `call()` gets `kernel * mask` without a multiply per step:
 the forward pass reads the stored kernel and the backward pass multiplies the
 gradient by the mask (a forward multiply costs 10-17% of a LeNet-300-100 step
 on a CPU). Writing a kernel variable directly (`layer._kernel.assign(...)`)
-bypasses this; call `layer.apply_masks()` afterwards. `LotteryPruner` does so
-at the start of every `fit`.
+bypasses this; call `layer.apply_masks()` (or `lth_keras.apply_masks(model)`)
+afterwards. `LotteryPruner` does so at the start and end of every `fit`, and
+resets the optimizer whenever masks change: optimizer state from before a
+change (momentum, Adam moments) would otherwise still move newly pruned
+weights, so reset it too when calling `set_masks` yourself.
 """
 
 import keras
@@ -389,17 +392,13 @@ def _doc(base, extra="", example=""):
 
 @_register
 class MaskedDense(MaskedLayerMixin, keras.layers.Dense):
-    __doc__ = (
-        _doc("Dense")
-        + """
-    Example:
-
-    ```python
-    model = keras.Sequential([keras.Input((784,)), MaskedDense(300, "relu"),
-                              MaskedDense(10)])
-    model.layers[0].kernel_mask.shape  # (784, 300)
-    ```
-    """
+    __doc__ = _doc(
+        "Dense",
+        example=(
+            'model = keras.Sequential([keras.Input((784,)), MaskedDense(300, "relu"),\n'
+            "                          MaskedDense(10)])\n"
+            "model.layers[0].kernel_mask.shape  # (784, 300)"
+        ),
     )
 
     kernel = _masked_weight("kernel")
@@ -420,17 +419,13 @@ class MaskedConv1D(MaskedLayerMixin, keras.layers.Conv1D):
 
 @_register
 class MaskedConv2D(MaskedLayerMixin, keras.layers.Conv2D):
-    __doc__ = (
-        _doc("Conv2D")
-        + """
-    Example:
-
-    ```python
-    layer = MaskedConv2D(64, 3, padding="same")
-    layer.build((None, 32, 32, 3))
-    layer.kernel_mask.shape  # (3, 3, 3, 64)
-    ```
-    """
+    __doc__ = _doc(
+        "Conv2D",
+        example=(
+            'layer = MaskedConv2D(64, 3, padding="same")\n'
+            "layer.build((None, 32, 32, 3))\n"
+            "layer.kernel_mask.shape  # (3, 3, 3, 64)"
+        ),
     )
 
     kernel = _masked_weight("kernel")

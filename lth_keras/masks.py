@@ -10,7 +10,14 @@ from keras import ops
 from lth_keras import pruning
 from lth_keras.layers import MaskedLayerMixin
 
-__all__ = ["get_masks", "masked_layers", "set_masks", "weights_by_key", "weights_remaining"]
+__all__ = [
+    "apply_masks",
+    "get_masks",
+    "masked_layers",
+    "set_masks",
+    "weights_by_key",
+    "weights_remaining",
+]
 
 
 def masked_layers(model):
@@ -90,8 +97,11 @@ def weights_by_key(model):
     for layer in _model_layers(model):
         for variable in layer.weights:
             parts = variable.path.split("/")
-            start = len(parts) - 1 - parts[::-1].index(layer.name) if layer.name in parts else None
-            key = "/".join(parts[start:]) if start is not None else f"{layer.name}/{variable.name}"
+            scopes = parts[:-1]  # the last part is the variable's own name
+            if layer.name in scopes:
+                key = "/".join(parts[len(scopes) - 1 - scopes[::-1].index(layer.name) :])
+            else:
+                key = f"{layer.name}/{variable.name}"
             if key in weights and weights[key] is not variable:
                 raise ValueError(
                     f"Two weights of the model are both keyed {key!r}; give every layer a "
@@ -101,10 +111,10 @@ def weights_by_key(model):
     return weights
 
 
-def _entries(model, require_built=True):
+def _entries(model):
     """Yields `(key, layer, attr)` for every masked kernel of the model."""
     for layer in masked_layers(model):
-        if require_built and not layer.built:
+        if not layer.built:
             raise ValueError(
                 f"Layer {layer.name!r} is not built, so it has no masks yet. "
                 "Build the model (e.g. with keras.Input) first."
@@ -160,11 +170,39 @@ def get_kernels(model):
     }
 
 
+def apply_masks(model):
+    """Zeroes the stored kernels of every masked layer where its mask is 0.
+
+    For weights written behind the masks' back (`assign`, an optimizer's
+    EMA, a kernel constraint); `set_masks`, `set_weights` and loading do it
+    by themselves.
+
+    Args:
+        model: A Keras model containing masked layers.
+
+    Example:
+
+    ```python
+    for variable, value in zip(model.trainable_variables, averaged_values):
+        variable.assign(value)  # e.g. weights averaged over checkpoints
+    lth_keras.apply_masks(model)
+    ```
+    """
+    for layer in masked_layers(model):
+        layer.apply_masks()
+
+
 def set_masks(model, masks):
     """Sets masks by key and zeroes the stored kernels where masks are 0.
 
     Every key and shape is checked before anything is written, so a bad
     argument leaves the model unchanged.
+
+    Outside `LotteryPruner` (which resets the optimizer whenever masks
+    change), reset the optimizer's state too before training on (e.g. with
+    `lth_keras.rewind.OptimizerReset`): momentum or Adam moments kept from
+    before would still move newly pruned weights, which the layers' forward
+    pass reads as they are stored.
 
     Args:
         model: A built Keras model containing masked layers.

@@ -266,10 +266,6 @@ class RunDir:
         with np.load(self.verified(name, digest), allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
 
-    def load_json(self, name, digest=None):
-        """Loads a verified JSON file."""
-        return self._read_json(self.verified(name, digest))
-
     def remove(self, *names):
         """Deletes superseded files and forgets their checksums (at the next commit)."""
         for name in names:

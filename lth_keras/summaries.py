@@ -3,8 +3,8 @@
 `<logdir>/<kind>/round_XX` holds the training curves of one job (loss and
 accuracies against the iteration); `<logdir>/summary` holds one point per
 round: weights remaining, test accuracy at early stopping and at the end,
-the early-stopping iteration, and the fraction remaining of every kernel
-under `sparsity/`.
+the early-stopping iteration, and the sparsity (fraction pruned) of every
+kernel under `sparsity/`.
 """
 
 import os

@@ -15,7 +15,7 @@ from conftest import MNIST_DIR, REPO
 from lth_keras import distribute
 
 
-def start_workers(argv, n=2, extra_env=None):
+def start_workers(argv, n=2):
     """Starts `n` workers of one cluster on loopback, ports from the OS."""
     procs = []
     for index, tf_config in enumerate(distribute.local_cluster(n)):
@@ -25,7 +25,6 @@ def start_workers(argv, n=2, extra_env=None):
             TF_CPP_MIN_LOG_LEVEL="3",
             TFDS_DATA_DIR=MNIST_DIR,
             TF_CONFIG=tf_config,
-            **(extra_env or {}),
         )
         procs.append(
             subprocess.Popen(
@@ -131,8 +130,16 @@ def test_experiment_with_two_workers_chief_writes_and_resumes(tmp_path):
             progress = {}
         if (progress.get("checkpoint") or {}).get("job") == "ticket-r01":
             break
-        assert all(p.poll() is None for p in procs), procs[0].communicate()[1][-3000:]
+        exited = [p for p in procs if p.poll() is not None]
+        if exited:  # the peer of a dead worker would wait for it forever
+            for p in procs:
+                p.kill()
+            pytest.fail(f"a worker exited early: {exited[0].communicate()[1][-3000:]}")
         time.sleep(0.01)
+    else:
+        for p in procs:
+            p.kill()
+        pytest.fail("the workers never reached a checkpoint of round 1 (ticket-r01)")
     procs[1].send_signal(signal.SIGKILL)
     time.sleep(1)
     procs[0].send_signal(signal.SIGKILL)
