@@ -45,14 +45,14 @@ def measure(setting):
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2
         )
-    from lth_keras import distribute
+    from lth_keras.tensorflow import distribute
 
     strategy = distribute.get_strategy(setting)
     import keras
     import tensorflow_datasets as tfds
 
     import lth_keras
-    from lth_keras.models import build_model
+    from lth_keras.experiments.models import build_model
 
     images, labels = tfds.as_numpy(
         tfds.load(
@@ -107,7 +107,7 @@ def run_setting(setting):
     if setting != "multi_worker":
         out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
         return json.loads(out.strip().splitlines()[-1])
-    from lth_keras import distribute
+    from lth_keras.tensorflow import distribute
 
     procs = [
         subprocess.Popen(

@@ -59,7 +59,7 @@ def trained_lenet():
     import tensorflow_datasets as tfds
 
     import lth_keras
-    from lth_keras.models import build_model
+    from lth_keras.experiments.models import build_model
 
     images, labels = tfds.as_numpy(
         tfds.load("mnist", split="train", batch_size=-1, as_supervised=True)
@@ -132,7 +132,7 @@ def main(argv):
     import numpy as np
 
     import lth_keras
-    from lth_keras import export
+    from lth_keras.tensorflow import export
 
     model, images = trained_lenet()
     results = {}

@@ -89,8 +89,9 @@ def markdown(summary):
 
 def main(argv):
     del argv
-    from lth_keras import experiment, report
-    from lth_keras.config import preset
+    from lth_keras.experiments import report
+    from lth_keras.experiments import runner as experiment
+    from lth_keras.experiments.config import preset
 
     runs = []
     for seed in FLAGS.seeds:

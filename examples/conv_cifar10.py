@@ -3,7 +3,7 @@
 The paper's settings (Figure 2 of arXiv 1803.03635): Adam 2e-4 (Conv-2) or
 3e-4, batch 60, 20K/25K/30K iterations per round, conv layers pruned 10%
 (Conv-6: 15%) per round, fully connected layers 20%, the output layer 10%.
-Every flag of lth_keras.cli overrides the preset.
+Every flag of lth_keras.experiments.cli overrides the preset.
 
     python examples/conv_cifar10.py --model=conv4 --rounds=10 --controls=reinit,random
 
@@ -12,7 +12,7 @@ CIFAR-10 is read with TensorFlow Datasets (TFDS_DATA_DIR is honoured).
 
 from absl import app, flags
 
-from lth_keras import cli
+from lth_keras.experiments import cli
 
 cli.define_flags(["conv2", "conv4", "conv6"])
 FLAGS = flags.FLAGS

@@ -5,7 +5,7 @@ rate warm-up, 20% of all convolution weights pruned globally per round (the
 output layer is excluded), data augmentation. VGG-19: batch 64, 160 epochs
 (112,480 iterations), learning rate 0.1 divided by 10 at epochs 80 and 120.
 ResNet-20: batch 128, 30K iterations, learning rate 0.03 divided by 10 at 20K
-and 25K. Every flag of lth_keras.cli overrides the preset.
+and 25K. Every flag of lth_keras.experiments.cli overrides the preset.
 
     python examples/vgg_resnet_cifar10.py --model=resnet20 --rounds=10 --controls=reinit
 
@@ -14,7 +14,7 @@ CIFAR-10 is read with TensorFlow Datasets (TFDS_DATA_DIR is honoured).
 
 from absl import app, flags
 
-from lth_keras import cli
+from lth_keras.experiments import cli
 
 cli.define_flags(["vgg19", "resnet20"])
 FLAGS = flags.FLAGS

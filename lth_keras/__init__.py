@@ -4,6 +4,14 @@ Masked layers, `prunable()`/`strip_masks()` and the `LotteryPruner` callback
 for finding winning tickets by iterative magnitude pruning (Frankle & Carbin,
 ICLR 2019), with the controls and alternatives of later work.
 
+The packages show the architecture: the backend-neutral core (`layers`,
+`masks`, `convert`, `pruning`, `callbacks`, `rewind`, `tickets`, `analysis`:
+`keras.ops` and NumPy only, on every Keras backend); `lth_keras.tensorflow`
+(SavedModel/TFLite export and tf.distribute: the TensorFlow backend only);
+and `lth_keras.experiments` (the paper harness: configs, presets, TFDS data,
+the runner, reports, the command line). Importing `lth_keras` loads the core
+only.
+
 Example:
 
 ```python
@@ -23,9 +31,8 @@ for _ in range(5):
 ```
 """
 
-from lth_keras import pruning, training  # training registers its schedule for loading
+from lth_keras import analysis, callbacks, layers, masks, pruning, schedules
 from lth_keras.callbacks import LotteryPruner
-from lth_keras.config import ExperimentConfig, preset
 from lth_keras.convert import prunable, strip_masks
 from lth_keras.layers import (
     MaskedConv1D,
@@ -51,10 +58,9 @@ from lth_keras.masks import (
 )
 from lth_keras.tickets import Ticket, load_ticket, save_ticket
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "ExperimentConfig",
     "LotteryPruner",
     "MaskedConv1D",
     "MaskedConv1DTranspose",
@@ -71,16 +77,19 @@ __all__ = [
     "MaskedSeparableConv2D",
     "Ticket",
     "__version__",
+    "analysis",
     "apply_masks",
+    "callbacks",
     "get_masks",
+    "layers",
     "load_ticket",
     "masked_layers",
-    "preset",
+    "masks",
     "prunable",
     "pruning",
     "save_ticket",
+    "schedules",
     "set_masks",
     "strip_masks",
-    "training",
     "weights_remaining",
 ]

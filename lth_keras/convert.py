@@ -7,12 +7,16 @@ for Sequential and functional models, nested ones included.
 import keras
 from keras import ops
 
-from lth_keras.layers import MASKED_TWINS, MaskedLayerMixin
+from lth_keras import _compat
+from lth_keras.layers import (
+    MaskedLayerMixin,
+    keras_class_of,
+    masked_twin_of,
+    supported_keras_classes,
+)
 from lth_keras.masks import masked_layers
 
 __all__ = ["prunable", "strip_masks"]
-
-_KERAS_CLASSES = {masked: plain for plain, masked in MASKED_TWINS.items()}
 
 
 def _check_graph_model(model, function):
@@ -59,15 +63,24 @@ def _copy_by_name(new, values):
         by_name[name].assign(value)
 
 
+def _unregistered_subclass(layer):
+    """The registered Keras class `layer` subclasses without a twin of its own."""
+    if isinstance(layer, MaskedLayerMixin) or masked_twin_of(type(layer)) is not None:
+        return None
+    return next((c for c in supported_keras_classes() if isinstance(layer, c)), None)
+
+
 def prunable(model):
     """Returns a copy of `model` with every supported layer replaced by its masked twin.
 
-    Supported layers are those with a twin in `lth_keras.layers` (Dense,
-    Conv1D/2D/3D and their transposes, DepthwiseConv1D/2D,
-    SeparableConv1D/2D, Embedding), matched by exact type. Every weight is
-    copied, masks start as all ones, and the copied kernels and biases are
-    recorded as the masked layers' initial weights. The copy is not
-    compiled.
+    Supported layers are those with a registered twin (see
+    `lth_keras.layers.register_masked_twin`): Dense, Conv1D/2D/3D and their
+    transposes, DepthwiseConv1D/2D, SeparableConv1D/2D and Embedding, plus
+    any a user registered, matched by exact type. A subclass of a supported
+    layer with no twin of its own is refused rather than silently left
+    dense; layers that are already masked are kept. Every weight is copied,
+    masks start as all ones, and the copied kernels and biases are recorded
+    as the masked layers' initial weights. The copy is not compiled.
 
     Args:
         model: A Sequential or functional Keras model.
@@ -76,7 +89,9 @@ def prunable(model):
         A new model of the same architecture and weights.
 
     Raises:
-        ValueError: If `model` is subclassed, or has no supported layer.
+        ValueError: If `model` is subclassed, has no supported layer, or has
+            a layer that subclasses a supported Keras layer without a
+            registered twin.
 
     Example:
 
@@ -89,35 +104,46 @@ def prunable(model):
     ```
     """
     _check_graph_model(model, "prunable")
-    supported = [layer for layer in model._flatten_layers() if type(layer) in MASKED_TWINS]
+    layers = _compat.flatten_layers(model, include_self=False)
+    for layer in layers:
+        base = _unregistered_subclass(layer)
+        if base is not None:
+            raise ValueError(
+                f"prunable() cannot mask layer {layer.name!r} of type {type(layer).__name__}, "
+                f"a subclass of keras.layers.{base.__name__} with no masked twin; it would stay "
+                "dense. Register one with lth_keras.layers.register_masked_twin("
+                f"{type(layer).__name__}, Masked{type(layer).__name__}) (see its docstring), "
+                f"or use keras.layers.{base.__name__} itself."
+            )
+    supported = [
+        layer
+        for layer in layers
+        if masked_twin_of(type(layer)) is not None or isinstance(layer, MaskedLayerMixin)
+    ]
     if not supported:
-        kinds = sorted(
-            {type(layer).__name__ for layer in model._flatten_layers(include_self=False)}
-        )
+        kinds = sorted({type(layer).__name__ for layer in layers})
         raise ValueError(
             "prunable() found no layer it can mask. Supported types: "
-            f"{sorted(c.__name__ for c in MASKED_TWINS)}. Received layers of types: {kinds}"
+            f"{sorted(c.__name__ for c in supported_keras_classes())}. Received layers of "
+            f"types: {kinds}"
         )
 
     def make_layer(layer):
-        if type(layer) in MASKED_TWINS:
-            return MASKED_TWINS[type(layer)].from_config(layer.get_config())
+        twin = masked_twin_of(type(layer))
+        if twin is not None:
+            return twin.from_config(layer.get_config())
         return _copy_unmasked(layer)
 
     clone, pairs = _clone(model, make_layer)
     for old, new in pairs:
         if not old.built:
             continue
-        if isinstance(new, MaskedLayerMixin):
+        if isinstance(new, MaskedLayerMixin) and not isinstance(old, MaskedLayerMixin):
             _copy_by_name(new, {w.name: w for w in old.weights})
             new.save_initial()
         elif new is not old:
             new.set_weights(old.get_weights())
     return clone
-
-
-def _keras_class(layer):
-    return next(_KERAS_CLASSES[c] for c in type(layer).__mro__ if c in _KERAS_CLASSES)
 
 
 def strip_masks(model):
@@ -153,7 +179,7 @@ def strip_masks(model):
 
     def make_layer(layer):
         if isinstance(layer, MaskedLayerMixin):
-            return _keras_class(layer).from_config(layer.get_config())
+            return keras_class_of(type(layer)).from_config(layer.get_config())
         return _copy_unmasked(layer)
 
     clone, pairs = _clone(model, make_layer)
@@ -161,13 +187,13 @@ def strip_masks(model):
         if not old.built:
             continue
         if isinstance(old, MaskedLayerMixin):
-            values = {
-                attr: ops.multiply(getattr(old, f"_{attr}"), getattr(old, f"{attr}_mask"))
-                for attr in old.prunable_weights
-            }
-            if getattr(old, "bias", None) is not None:
-                values["bias"] = old.bias
-            _copy_by_name(new, values)
+            _copy_by_name(
+                new,
+                {
+                    w.name: w.variable if w.mask is None else ops.multiply(w.variable, w.mask)
+                    for w in old.get_lottery_weights()
+                },
+            )
         elif new is not old:
             new.set_weights(old.get_weights())
     return clone

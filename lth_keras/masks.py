@@ -7,13 +7,16 @@ Masks of a model are keyed `"<layer name>/<kernel attribute>"`, for example
 import keras
 from keras import ops
 
-from lth_keras import pruning
+from lth_keras import _compat, pruning
 from lth_keras.layers import MaskedLayerMixin
 
 __all__ = [
     "apply_masks",
+    "get_kernels",
     "get_masks",
+    "mask_key",
     "masked_layers",
+    "prunable_entries",
     "set_masks",
     "weights_by_key",
     "weights_remaining",
@@ -41,10 +44,8 @@ def masked_layers(model):
     [layer.name for layer in lth_keras.masked_layers(model)]
     ```
     """
-    # Keras has no public recursive layer iterator; `_flatten_layers` is the
-    # one Keras itself uses for `Model.layers` and weight collection.
     found, seen, names = [], set(), set()
-    for layer in model._flatten_layers(include_self=True, recursive=True):
+    for layer in _compat.flatten_layers(model):
         if isinstance(layer, MaskedLayerMixin) and id(layer) not in seen:
             if layer.name in names:
                 raise ValueError(
@@ -111,16 +112,54 @@ def weights_by_key(model):
     return weights
 
 
-def _entries(model):
-    """Yields `(key, layer, attr)` for every masked kernel of the model."""
+def mask_key(layer, weight):
+    """The key of a masked kernel in model-level dicts: `"<layer name>/<attr>"`.
+
+    Args:
+        layer: A masked layer.
+        weight: One of its `LotteryWeight`s (or an attribute name).
+
+    Returns:
+        A string such as `"fc1/kernel"`.
+
+    Example:
+
+    ```python
+    mask_key(layer, layer.get_prunable_weights()[0])  # 'fc1/kernel'
+    ```
+    """
+    return f"{layer.name}/{getattr(weight, 'name', weight)}"
+
+
+def prunable_entries(model):
+    """Every masked kernel of a model as `(key, layer, LotteryWeight)`, in model order.
+
+    Args:
+        model: A built Keras model containing masked layers.
+
+    Returns:
+        A list of triples, keyed as `get_masks`.
+
+    Raises:
+        ValueError: If a masked layer is not built.
+
+    Example:
+
+    ```python
+    for key, layer, weight in lth_keras.masks.prunable_entries(model):
+        print(key, weight.variable.shape)
+    ```
+    """
+    entries = []
     for layer in masked_layers(model):
         if not layer.built:
             raise ValueError(
                 f"Layer {layer.name!r} is not built, so it has no masks yet. "
                 "Build the model (e.g. with keras.Input) first."
             )
-        for attr in layer.prunable_weights:
-            yield f"{layer.name}/{attr}", layer, attr
+        for weight in layer.get_prunable_weights():
+            entries.append((mask_key(layer, weight), layer, weight))
+    return entries
 
 
 def get_masks(model):
@@ -142,11 +181,9 @@ def get_masks(model):
     {key: float(m.mean()) for key, m in masks.items()}
     ```
     """
-    masks = {}
-    for layer in masked_layers(model):
-        for attr, mask in layer.get_masks().items():
-            masks[f"{layer.name}/{attr}"] = mask
-    return masks
+    return {
+        key: ops.convert_to_numpy(weight.mask) != 0 for key, _, weight in prunable_entries(model)
+    }
 
 
 def get_kernels(model):
@@ -165,8 +202,7 @@ def get_kernels(model):
     ```
     """
     return {
-        key: ops.convert_to_numpy(getattr(layer, f"_{attr}"))
-        for key, layer, attr in _entries(model)
+        key: ops.convert_to_numpy(weight.variable) for key, _, weight in prunable_entries(model)
     }
 
 
@@ -221,7 +257,7 @@ def set_masks(model, masks):
     lth_keras.set_masks(model, masks)
     ```
     """
-    entries = {key: (layer, attr) for key, layer, attr in _entries(model)}
+    entries = {key: (layer, weight.name) for key, layer, weight in prunable_entries(model)}
     unknown = [key for key in masks if key not in entries]
     if unknown:
         raise KeyError(
@@ -231,9 +267,9 @@ def set_masks(model, masks):
     for key, value in masks.items():
         layer, attr = entries[key]
         per_layer.setdefault(id(layer), (layer, {}))[1][attr] = value
-    checked = [(layer, layer._checked_masks(m)) for layer, m in per_layer.values()]
+    checked = [(layer, layer.check_masks(m)) for layer, m in per_layer.values()]
     for layer, layer_masks in checked:
-        layer._assign_masks(layer_masks)
+        layer.assign_checked_masks(layer_masks)
 
 
 def weights_remaining(model):

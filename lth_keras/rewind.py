@@ -10,13 +10,12 @@ into a `WeightSnapshot`.
 import numpy as np
 from keras import ops
 
+from lth_keras import _compat
 from lth_keras.masks import masked_layers, weights_by_key
 
 __all__ = ["OptimizerReset", "WeightSnapshot"]
 
-# Optimizer variables that are not per-weight state: the step counter, a
-# learning rate held as a variable, and the loss scale of mixed precision.
-_NOT_STATE = frozenset({"iteration", "learning_rate", "step_counter", "dynamic_scale"})
+_NOT_STATE = _compat.NOT_OPTIMIZER_STATE
 
 
 def _unmasked_weights(model):

@@ -27,7 +27,7 @@ from keras import ops
 import lth_keras
 from lth_keras import masks as masks_lib
 from lth_keras import pruning
-from lth_keras.rundir import atomic_write
+from lth_keras._io import atomic_write
 
 __all__ = ["Ticket", "load_ticket", "save_ticket"]
 
@@ -48,13 +48,13 @@ def _layout(model):
     key_of = {id(v): k for k, v in everything.items()}
     kernels, initials, internal = {}, {}, set()
     for layer in masks_lib.masked_layers(model):
-        for attr in layer.prunable_weights:
-            kernels[key_of[id(getattr(layer, f"_{attr}"))]] = f"{layer.name}/{attr}"
-            internal.add(id(getattr(layer, f"{attr}_mask")))
-        for name, variable in layer._rewind_variables().items():
-            initial = getattr(layer, f"{name}_initial")
-            initials[key_of[id(variable)]] = initial
-            internal.add(id(initial))
+        for weight in layer.get_lottery_weights():
+            key = key_of[id(weight.variable)]
+            if weight.mask is not None:
+                kernels[key] = masks_lib.mask_key(layer, weight)
+                internal.add(id(weight.mask))
+            initials[key] = weight.initial
+            internal.add(id(weight.initial))
     weights = {k: v for k, v in everything.items() if id(v) not in internal}
     return weights, kernels, initials
 

@@ -1,0 +1,429 @@
+"""`LotteryPruner`: iterative magnitude pruning as a Keras callback.
+
+The callback only coordinates: masks come from `lth_keras.pruning`, model
+state is read and written through `lth_keras.masks` and `lth_keras.rewind`.
+"""
+
+import contextlib
+import copy
+import zlib
+
+import keras
+import numpy as np
+
+from lth_keras import masks as masks_lib
+from lth_keras import pruning
+from lth_keras.callbacks.resets import ResetContext, get_reset
+from lth_keras.options import check_int, check_pruning_options
+from lth_keras.rewind import OptimizerReset, WeightSnapshot
+
+__all__ = ["LotteryPruner"]
+
+
+def _seed_from_weights(model):
+    """A seed every worker of a synchronised run computes alike."""
+    digest = 0
+    for _, _, weight in masks_lib.prunable_entries(model):
+        kernel = keras.ops.convert_to_numpy(weight.initial)
+        digest = zlib.crc32(kernel.tobytes(), digest)
+    return digest
+
+
+class LotteryPruner(keras.callbacks.Callback):
+    """Finds lottery tickets by iterative magnitude pruning during `fit`.
+
+    A *round* trains the network, then prunes a fraction of the weights that
+    remain and resets the survivors (Frankle & Carbin, 2019). Round 0 trains
+    the dense network. Rounds are delimited in one of two ways:
+
+    - by default, one round per `fit` call: each later `fit` with this
+      callback starts by pruning and resetting, so after the last call the
+      model holds the trained ticket. A `fit` that did not finish (an
+      exception, an interrupt) does not end its round: the next `fit`
+      continues it;
+    - with `epochs_per_round=k`, every `k` epochs, inside one `fit` (and
+      across `fit` calls); the round that would exceed `max_rounds` or
+      `target_sparsity` is not started and `fit` stops after the last
+      round's `k` epochs.
+
+    Pruning removes `prune_count(remaining, rate)` weights per kernel
+    (`scope="layerwise"`, the paper's choice for LeNet and Conv-2/4/6) or
+    from all kernels pooled (`scope="global"`, its choice for VGG-19 and
+    ResNet-20); see `lth_keras.pruning` for the exact count rule. With
+    layerwise pruning at rate `p`, a kernel of `n` weights keeps
+    `n_r = n_{r-1} - prune_count(n_{r-1}, p)` weights after round `r`,
+    about `(1 - p) ** r`.
+
+    After pruning, `reset` decides where training resumes:
+
+    - `"rewind"` (default): every weight of the model (biases, BatchNorm
+      gammas, betas and moving statistics too, masks excepted) goes back to
+      the rewind point, kernels times their masks. The rewind point is the
+      start of round 0 (`rewind_epoch=0, rewind_iteration=0`, the paper), or
+      epoch or iteration `k` of round 0 ("late resetting", Frankle et al.
+      2019). The optimizer's state is reset and its iteration count set to
+      that of the rewind point, so learning-rate schedules restart there.
+    - `"lr_rewind"`: keep the trained weights, reset the optimizer and set
+      its iteration count to the rewind point's (Renda et al., 2020).
+    - `"finetune"`: keep the trained weights and the iteration count, so a
+      schedule continues at its last learning rate; reset the optimizer
+      state (Liu et al., 2021).
+    - `"reinit"`: draw new weights from the layers' initializers (a random
+      re-initialisation control); other weights go back to the start.
+
+    Pruned weights are exactly zero after every round and stay zero: masked
+    layers compute with `kernel * mask`, so pruned weights get zero
+    gradients, and the optimizer state is reset whenever masks change, so no
+    stale momentum moves them (SGD with momentum, Adam and AdamW included).
+
+    Every epoch, `logs` gains `weights_remaining` (fraction of prunable
+    weights left) and `pruning_round`, so `History`, `CSVLogger` and
+    `TensorBoard` record them. `history` holds one dict per round with
+    `round`, `weights_remaining`, `layers` (fraction per kernel), `epochs`
+    and `logs` (the round's last epoch logs).
+
+    Masks, weights and optimizer state are only read and written between
+    steps, as variables, so the train step is traced once, with
+    `jit_compile=True` and `steps_per_execution > 1` too, and the callback
+    works under `tf.distribute` strategies: build the model under the
+    strategy's scope (and, for `MultiWorkerMirroredStrategy`, call `fit`
+    inside `lth_keras.distribute.fit_scope`); every replica and worker prunes
+    to the same masks.
+
+    Args:
+        rate: Fraction of the remaining weights pruned per round, in (0, 1).
+            Defaults to `0.2`.
+        output_rate: Rate of the model's last masked layer (layerwise only).
+            Defaults to `None`, meaning `rate / 2` as in the paper.
+        layer_rates: Dict from a layer name or layer type name (`"Conv2D"`,
+            `"MaskedConv2D"`, `"Dense"`, ...) to its rate in [0, 1); layerwise
+            only. A name beats `output_rate`, which beats a type. Defaults to
+            `None`.
+        exclude: Layer names or type names never pruned. Defaults to `()`.
+        scope: `"layerwise"` or `"global"`. Defaults to `"layerwise"`.
+        method: The pruning score: `"magnitude"`, `"random"` (the control
+            that prunes the same number of weights per kernel at random) or
+            a `lth_keras.pruning.Score`. Defaults to `"magnitude"`.
+        reset: `"rewind"`, `"lr_rewind"`, `"finetune"`, `"reinit"` (see
+            above) or a `lth_keras.callbacks.Reset`. Defaults to `"rewind"`.
+        structure: The sparsity structure: `"unstructured"` or a
+            `lth_keras.pruning.Structure`. Defaults to `"unstructured"`.
+        rewind_epoch: Late resetting: rewind to the end of this epoch of
+            round 0. Defaults to `0`.
+        rewind_iteration: Late resetting: rewind to this optimizer step of
+            round 0. With `steps_per_execution > 1` the snapshot is taken at
+            the first execution boundary at or after it. Defaults to `0`.
+        epochs_per_round: If set, a new round every this many epochs.
+            Defaults to `None` (one round per `fit` call).
+        max_rounds: Stop after this many pruning rounds. Defaults to `None`.
+        target_sparsity: Stop pruning once at least this fraction of
+            prunable weights is pruned, in (0, 1); the last round may go past
+            it. Defaults to `None`.
+        seed: Seed for `method="random"` and `reset="reinit"`. Defaults to
+            `None`: a seed derived from the model's initial kernels, so every
+            worker of a multi-worker run draws the same random masks.
+        verbose: `0` silent, `1` one line per round. Defaults to `0`.
+
+    Raises:
+        ValueError: For an argument outside its allowed values, conflicting
+            options, or (when training starts) a model with no masked layers.
+
+    Example:
+
+    ```python
+    model = lth_keras.prunable(keras.Sequential([
+        keras.Input((784,)),
+        keras.layers.Dense(300, activation="relu"),
+        keras.layers.Dense(100, activation="relu"),
+        keras.layers.Dense(10),
+    ]))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    pruner = lth_keras.LotteryPruner(rate=0.2)
+    for _ in range(5):  # round 0 (dense), then 4 pruning rounds
+        model.fit(x, y, epochs=2, callbacks=[pruner])
+    pruner.history[-1]["weights_remaining"]  # about 0.41
+    ```
+    """
+
+    def __init__(
+        self,
+        rate=0.2,
+        *,
+        output_rate=None,
+        layer_rates=None,
+        exclude=(),
+        scope="layerwise",
+        method="magnitude",
+        reset="rewind",
+        structure="unstructured",
+        rewind_epoch=0,
+        rewind_iteration=0,
+        epochs_per_round=None,
+        max_rounds=None,
+        target_sparsity=None,
+        seed=None,
+        verbose=0,
+    ):
+        super().__init__()
+        self.method = pruning.get_score(method)
+        self.reset = get_reset(reset)
+        self.structure = pruning.get_structure(structure)
+        check_pruning_options(
+            rate=rate,
+            output_rate=output_rate,
+            layer_rates=layer_rates,
+            scope=scope,
+            rewinds=self.reset.rewinds,
+            reset_name=self.reset.name,
+            rewind_epoch=rewind_epoch,
+            rewind_iteration=rewind_iteration,
+            epochs_per_round=epochs_per_round,
+        )
+        check_int(max_rounds, "max_rounds", 1, allow_none=True)
+        check_int(seed, "seed", 0, allow_none=True)
+        check_int(verbose, "verbose", 0)
+        if target_sparsity is not None:
+            pruning.check_rate(target_sparsity, "target_sparsity")
+        self.rate = rate
+        self.output_rate = output_rate
+        self.layer_rates = dict(layer_rates or {})
+        self.exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
+        self.scope = scope
+        self.rewind_epoch = rewind_epoch
+        self.rewind_iteration = rewind_iteration
+        self.epochs_per_round = epochs_per_round
+        self.max_rounds = max_rounds
+        self.target_sparsity = target_sparsity
+        self.seed = seed
+        self.verbose = verbose
+        if rewind_iteration:
+            # Only late resetting by iteration needs a batch hook. Keras calls
+            # batch hooks every step and dispatches callbacks synchronously
+            # when one is overridden, so it is added to this instance only.
+            self.on_train_batch_end = self._watch_rewind_iteration
+        self.round = 0
+        self.history = []
+        self._started = False
+        self._round_trained = False
+        self._epochs_in_round = 0
+        self._snapshot = None
+        self._rewind_step = None
+        self._optimizer_reset = None
+        self._iteration0 = 0
+        self._remaining = 1.0
+        self._rng = np.random.default_rng(seed)  # seed=None: replaced in _start
+
+    # Keras hooks -----------------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        layers = masks_lib.masked_layers(self.model)
+        if not layers:
+            raise ValueError(
+                "LotteryPruner found no masked layers in the model. Call "
+                "lth_keras.prunable(model) first, or build the model from "
+                "lth_keras.layers (e.g. MaskedDense)."
+            )
+        self._rates = self._resolve_rates(layers)
+        masks_lib.apply_masks(self.model)  # weights may have been written since the last fit
+        optimizer = self.model.optimizer
+        if not optimizer.built:
+            # Keras builds the optimizer lazily, inside the first train step;
+            # its initial state must be recorded before that step.
+            strategy = getattr(self.model, "distribute_strategy", None)
+            with strategy.scope() if strategy is not None else contextlib.nullcontext():
+                optimizer.build(self.model.trainable_variables)
+        if self._optimizer_reset is None or self._optimizer_reset.optimizer is not optimizer:
+            self._optimizer_reset = OptimizerReset(optimizer, self.model.trainable_variables)
+        if not self._started:
+            self._start()
+        elif self.epochs_per_round is None and self._round_trained:
+            self._maybe_next_round()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.epochs_per_round and self._epochs_in_round >= self.epochs_per_round:
+            self._maybe_next_round()
+
+    def _watch_rewind_iteration(self, batch, logs=None):
+        if self.round == 0 and self._rewind_step is None:
+            step = self._optimizer_reset.iterations()
+            if step - self._iteration0 >= self.rewind_iteration:
+                self._take_rewind_point()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epochs_in_round += 1
+        if self.round == 0 and self._rewind_step is None and self.rewind_epoch:
+            if self._epochs_in_round == self.rewind_epoch:
+                self._take_rewind_point()
+        if logs is not None:
+            logs["weights_remaining"] = self._remaining
+            logs["pruning_round"] = self.round
+        entry = self.history[-1]
+        entry["epochs"] += 1
+        entry["logs"] = {k: float(v) for k, v in (logs or {}).items()}
+        if self.epochs_per_round and self._epochs_in_round == self.epochs_per_round:
+            if not self._can_prune():
+                self.model.stop_training = True
+                self._say(f"round {self.round} was the last; stopping training.")
+
+    def on_train_end(self, logs=None):
+        self._round_trained = True
+        # Whatever wrote the weights at the end of `fit` (an optimizer's EMA
+        # swaps in the averages), pruned weights stay exactly zero.
+        masks_lib.apply_masks(self.model)
+
+    # State -----------------------------------------------------------------
+
+    def get_state(self):
+        """The pruner's progress, for checkpoints; the inverse of `set_state`.
+
+        Returns:
+            A dict of JSON-ready values, except `"snapshot"`: the rewind
+            point's unmasked weights as a dict of NumPy arrays (or `None`
+            before the rewind point). The masked layers' part of the rewind
+            point lives in the model, as their initial weights.
+
+        Example:
+
+        ```python
+        state = pruner.get_state()
+        ```
+        """
+        return {
+            "round": self.round,
+            "history": copy.deepcopy(self.history),
+            "started": self._started,
+            "round_trained": self._round_trained,
+            "epochs_in_round": self._epochs_in_round,
+            "rewind_step": self._rewind_step,
+            "iteration0": self._iteration0,
+            "remaining": self._remaining,
+            "rng": self._rng.bit_generator.state,
+            "snapshot": None if self._snapshot is None else dict(self._snapshot.values),
+        }
+
+    def set_state(self, state):
+        """Restores progress saved by `get_state` (e.g. to resume a run).
+
+        Use it on a new pruner with the same arguments, attached to a model
+        that holds the weights (masks and initial weights included) saved
+        with the state.
+
+        Args:
+            state: A dict as returned by `get_state`.
+
+        Example:
+
+        ```python
+        pruner = lth_keras.LotteryPruner(rate=0.2)
+        pruner.set_state(saved_state)
+        model.fit(x, y, epochs=2, callbacks=[pruner])  # continues the run
+        ```
+        """
+        self.round = int(state["round"])
+        self.history = copy.deepcopy(state["history"])
+        self._started = bool(state["started"])
+        self._round_trained = bool(state["round_trained"])
+        self._epochs_in_round = int(state["epochs_in_round"])
+        self._rewind_step = state["rewind_step"]
+        self._iteration0 = int(state["iteration0"])
+        self._remaining = float(state["remaining"])
+        self._rng.bit_generator.state = state["rng"]
+        snapshot = state["snapshot"]
+        self._snapshot = None if snapshot is None else WeightSnapshot.from_values(snapshot)
+
+    # Rounds ----------------------------------------------------------------
+
+    def _resolve_rates(self, layers):
+        described = [
+            (layer.name, tuple(c.__name__ for c in type(layer).__mro__)) for layer in layers
+        ]
+        if self.scope == "global":
+            return pruning.resolve_rates(described, self.rate, self.rate, None, self.exclude)
+        return pruning.resolve_rates(
+            described, self.rate, self.output_rate, self.layer_rates, self.exclude
+        )
+
+    def _start(self):
+        if self.seed is None:
+            self._rng = np.random.default_rng(_seed_from_weights(self.model))
+        masks = masks_lib.get_masks(self.model)
+        self._remaining = pruning.fraction_remaining(masks)[0]
+        self._iteration0 = self._optimizer_reset.iterations()
+        self._started = True
+        self._epochs_in_round = 0
+        self._append_history(masks)
+        if not (self.rewind_epoch or self.rewind_iteration):
+            # A model that is already pruned keeps the initial weights it holds.
+            self._take_rewind_point(save_initial=self._remaining == 1.0)
+
+    def _take_rewind_point(self, save_initial=True):
+        self._snapshot = WeightSnapshot(self.model, save_initial=save_initial)
+        self._rewind_step = self._optimizer_reset.iterations()
+
+    def _can_prune(self):
+        if self.max_rounds is not None and self.round >= self.max_rounds:
+            return False
+        if self.target_sparsity is not None and 1.0 - self._remaining >= self.target_sparsity:
+            return False
+        return True
+
+    def _maybe_next_round(self):
+        if not self._can_prune():
+            self._say(f"pruning is finished after round {self.round}; training the ticket on.")
+            return
+        if self._rewind_step is None:
+            point = (
+                f"rewind_epoch={self.rewind_epoch}"
+                if self.rewind_epoch
+                else f"rewind_iteration={self.rewind_iteration}"
+            )
+            raise ValueError(
+                f"Round 0 ended before its rewind point ({point}); it trained "
+                f"{self._epochs_in_round} epochs. Train round 0 longer, or rewind earlier."
+            )
+        old = masks_lib.get_masks(self.model)
+        new = self._prune(masks_lib.get_kernels(self.model), old)
+        masks_lib.set_masks(self.model, new)
+        self._reset_weights()
+        self.round += 1
+        self._round_trained = False
+        self._epochs_in_round = 0
+        self._remaining, per_kernel = pruning.fraction_remaining(new)
+        self._append_history(new)
+        layers = ", ".join(f"{k}: {v:.1%}" for k, v in per_kernel.items())
+        self._say(f"round {self.round}: {self._remaining:.2%} of weights remain ({layers}).")
+
+    def _prune(self, kernels, old):
+        rates = {}
+        for key, layer, _ in masks_lib.prunable_entries(self.model):
+            if layer.name in self._rates:
+                rates[key] = self._rates[layer.name]
+        pooled = self.rate if self.scope == "global" else None
+        targets = pruning.PruneTargets(rates, pooled)
+        return self.method.prune(kernels, old, targets, self.structure, self._rng)
+
+    def _reset_weights(self):
+        context = ResetContext(
+            model=self.model,
+            snapshot=self._snapshot,
+            rewind_step=self._rewind_step,
+            step=self._optimizer_reset.iterations(),
+            rng=self._rng,
+        )
+        self._optimizer_reset.reset(iterations=self.reset.apply(context))
+
+    def _append_history(self, masks):
+        total, per_kernel = pruning.fraction_remaining(masks)
+        self.history.append(
+            {
+                "round": self.round,
+                "weights_remaining": total,
+                "layers": per_kernel,
+                "epochs": 0,
+                "logs": {},
+            }
+        )
+
+    def _say(self, message):
+        if self.verbose > 0:
+            print(f"LotteryPruner: {message}")

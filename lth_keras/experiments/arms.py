@@ -1,0 +1,136 @@
+"""Experiment arms: the kinds of training job a round can run.
+
+Every round trains the `ticket` arm (the pruned network, through
+`LotteryPruner`) and then, on request, controls at the ticket's sparsity.
+Each arm is a small class registered by name (the names `controls=` and
+`--controls` accept), as open_lth's branches are: it says where in the round
+its training starts and how a fresh model is prepared from the round's
+ticket. Seeds come from each arm's fixed `seed_key`, never from the order in
+which arms are listed or displayed.
+"""
+
+import zlib
+
+import numpy as np
+
+from lth_keras import masks as masks_lib
+from lth_keras import pruning
+from lth_keras._registry import Policy, Registry
+from lth_keras.callbacks import get_reset
+
+__all__ = ["ARMS", "CONTROLS", "Arm", "RandomMask", "Reinit", "Ticket", "schedule"]
+
+
+class Arm(Policy):
+    """Base class of experiment arms.
+
+    Attributes:
+        label: The name used in tables and plots.
+        seed_key: An int that, with the run's seed and the round, seeds the
+            arm's random draws. Defaults to a CRC-32 of the arm's name.
+    """
+
+    label = None
+    seed_key = None
+
+    def key(self):
+        """The stable int that seeds this arm."""
+        return self.seed_key if self.seed_key is not None else zlib.crc32(self.name.encode())
+
+    def seed(self, config, round_):
+        """The seed state of the arm at `round_`: a 1-element uint32 array."""
+        return np.random.SeedSequence([config.seed, round_, self.key()]).generate_state(1)
+
+    def start_period(self, config, round_):
+        """The evaluation period the arm's training starts at in `round_`.
+
+        Arms that rewind train from the rewind point (late resetting starts
+        past period 0); others from the start.
+        """
+        if round_ > 0 and self.rewinds(config):
+            return config.rewind_iteration // config.eval_every
+        return 0
+
+    def rewinds(self, config):
+        """Whether the arm's weights come from the rewind point."""
+        return get_reset(config.reset).rewinds
+
+    def prepare(self, model, ticket_masks, config, round_):
+        """Sets a control's masks and weights; the model holds the rewind point.
+
+        Args:
+            model: A model holding every weight of the rewind point, with
+                full masks.
+            ticket_masks: The ticket's masks at `round_`.
+            config: The `ExperimentConfig`.
+            round_: The round.
+        """
+        raise NotImplementedError
+
+
+ARMS = Registry("control", Arm)
+
+
+@ARMS.register("ticket")
+class Ticket(Arm):
+    """The winning ticket: pruned and reset by `LotteryPruner` (not a control)."""
+
+    label = "winning ticket"
+    seed_key = 0
+
+
+@ARMS.register("reinit")
+class Reinit(Arm):
+    """The ticket's mask with new random weights (the paper's re-initialisation control)."""
+
+    label = "random reinit"
+    seed_key = 1  # the value of the first release, so its results reproduce
+
+    def rewinds(self, config):
+        return False
+
+    def prepare(self, model, ticket_masks, config, round_):
+        masks_lib.set_masks(model, ticket_masks)
+        seed = int(self.seed(config, round_)[0])
+        for i, layer in enumerate(masks_lib.masked_layers(model)):
+            layer.reinitialize(seed + i)
+
+
+@ARMS.register("random")
+class RandomMask(Arm):
+    """A random mask with the ticket's per-layer sparsity, on the rewind weights.
+
+    (Not `LotteryPruner(method="random")`, which prunes at random round by
+    round; this draws one random mask per round from scratch.)
+    """
+
+    label = "random mask"
+    seed_key = 2  # the value of the first release, so its results reproduce
+
+    def prepare(self, model, ticket_masks, config, round_):
+        rng = np.random.default_rng(self.seed(config, round_))
+        masks_lib.set_masks(model, pruning.random_masks_like(ticket_masks, rng))
+
+
+#: The arms `ExperimentConfig.controls` accepts.
+CONTROLS = tuple(name for name in ARMS.names() if name != "ticket")
+
+
+def schedule(config):
+    """The jobs of a run in order: `(arm name, round)` pairs.
+
+    Round 0 trains the dense network; every later round trains the ticket,
+    then each control of `config.controls`.
+
+    Example:
+
+    ```python
+    list(schedule(preset("lenet", rounds=1, controls=("reinit",))))
+    # [('ticket', 0), ('ticket', 1), ('reinit', 1)]
+    ```
+    """
+    for round_ in range(config.rounds + 1):
+        yield "ticket", round_
+        if round_ > 0:
+            for name in config.controls:
+                yield name, round_

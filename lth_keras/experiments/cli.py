@@ -1,0 +1,159 @@
+"""absl flags shared by the example scripts, and the config they describe.
+
+Every `ExperimentConfig` field has a flag of the same name whose default
+(unset) keeps the preset's value, so `--model=conv4 --rounds=5` is the
+Conv-4 preset with 5 rounds. List values are comma-separated
+(`--controls=reinit,random`, `--layer_rates=Conv2D=0.1,fc1=0.2`).
+"""
+
+import dataclasses
+
+from absl import flags
+
+from lth_keras.experiments import config as config_lib
+from lth_keras.experiments import runner
+from lth_keras.experiments.config import ExperimentConfig, preset
+from lth_keras.options import SCOPES
+from lth_keras.tensorflow import distribute
+
+__all__ = ["config_from_flags", "define_flags", "run_from_flags"]
+
+
+def define_flags(models):
+    """Defines the experiment flags; the first of `models` is the default model.
+
+    Args:
+        models: Preset names this script accepts, e.g. `["conv2", "conv4"]`.
+
+    Example:
+
+    ```python
+    cli.define_flags(["lenet"])
+    ```
+    """
+    flags.DEFINE_enum("model", models[0], models, "Network: a preset of the paper's Figure 2.")
+    flags.DEFINE_enum("dataset", None, config_lib.DATASETS, "Data set (the preset's by default).")
+    flags.DEFINE_integer("rounds", None, "Pruning rounds after the dense round 0.")
+    flags.DEFINE_float("rate", None, "Fraction of remaining weights pruned per round.")
+    flags.DEFINE_float("output_rate", None, "Pruning rate of the output layer (layerwise).")
+    flags.DEFINE_list("layer_rates", None, "Per-layer or per-type rates, as NAME=RATE pairs.")
+    flags.DEFINE_list("exclude", None, "Layer names or types never pruned.")
+    flags.DEFINE_enum("scope", None, SCOPES, "Layerwise or global pruning.")
+    flags.DEFINE_enum(
+        "reset",
+        None,
+        config_lib.RESETS,
+        "What follows pruning: rewind weights, rewind the learning rate, or fine-tune.",
+    )
+    flags.DEFINE_integer(
+        "rewind_iteration", None, "Late resetting: rewind to this step of round 0."
+    )
+    flags.DEFINE_list(
+        "controls", None, f"Controls per round: {', '.join(config_lib.CONTROLS)} (or none)."
+    )
+    flags.DEFINE_integer("iterations", None, "Training steps per round.")
+    flags.DEFINE_integer("eval_every", None, "Steps between evaluations; divides iterations.")
+    flags.DEFINE_integer("batch_size", None, "Minibatch size.")
+    flags.DEFINE_enum("optimizer", None, config_lib.OPTIMIZERS, "Adam, or SGD with momentum.")
+    flags.DEFINE_float("learning_rate", None, "Peak learning rate.")
+    flags.DEFINE_float("momentum", None, "SGD momentum.")
+    flags.DEFINE_float("weight_decay", None, "Optimizer weight decay.")
+    flags.DEFINE_list("lr_boundaries", None, "Steps where the learning rate drops by lr_factor.")
+    flags.DEFINE_float("lr_factor", None, "Learning-rate multiplier at each boundary.")
+    flags.DEFINE_integer("warmup_iterations", None, "Linear learning-rate warm-up steps.")
+    flags.DEFINE_integer("validation_examples", None, "Training images held out for validation.")
+    flags.DEFINE_integer("train_examples", None, "Use only this many training images.")
+    flags.DEFINE_integer("test_examples", None, "Use only this many test images.")
+    flags.DEFINE_bool("augment", None, "Random crops and flips (CIFAR-10).")
+    flags.DEFINE_integer("seed", None, "Seed for weights, data order and controls.")
+    flags.DEFINE_bool("jit_compile", None, "Compile train steps with XLA.")
+    flags.DEFINE_integer("steps_per_execution", None, "Train steps per compiled call.")
+    flags.DEFINE_enum(
+        "strategy",
+        "default",
+        distribute.STRATEGIES,
+        "tf.distribute strategy; multi_worker reads TF_CONFIG.",
+    )
+    flags.DEFINE_string("tpu", None, "TPU address or name for --strategy=tpu.")
+    flags.DEFINE_string("output_dir", None, "Run directory; default runs/<model>-<config hash>.")
+    flags.DEFINE_integer("checkpoint_every", 1, "Evaluation periods between checkpoints.")
+    flags.DEFINE_integer("verbose", 1, "0 silent, 1 a line per job and the final table.")
+
+
+def _pairs(values):
+    pairs = []
+    for item in values:
+        name, sep, rate = item.partition("=")
+        if not sep:
+            raise ValueError(
+                "Received an invalid value in `layer_rates`, expected NAME=RATE. "
+                f"Received: {item!r}"
+            )
+        pairs.append((name, float(rate)))
+    return tuple(pairs)
+
+
+def config_from_flags(values):
+    """The preset named by `--model`, changed by every flag that is set.
+
+    Args:
+        values: `absl.flags.FLAGS` (parsed), or a dict of flag values.
+
+    Returns:
+        An `ExperimentConfig`.
+
+    Raises:
+        ValueError: If a flag value is invalid for the config.
+
+    Example:
+
+    ```python
+    config = cli.config_from_flags(flags.FLAGS)
+    ```
+    """
+    values = values if isinstance(values, dict) else values.flag_values_dict()
+    parsers = {
+        "layer_rates": _pairs,
+        "exclude": tuple,
+        "controls": lambda names: tuple(c for c in names if c != "none"),
+        "lr_boundaries": lambda steps: tuple(int(b) for b in steps),
+    }
+    overrides = {}
+    for field in dataclasses.fields(ExperimentConfig):
+        value = values.get(field.name)
+        if field.name != "model" and value is not None:
+            overrides[field.name] = parsers.get(field.name, lambda v: v)(value)
+    return preset(values["model"], **overrides)
+
+
+def run_from_flags(values):
+    """Runs (or resumes) the experiment the flags describe.
+
+    The flag values are saved as `flags.json` in the run directory.
+
+    Args:
+        values: `absl.flags.FLAGS` (parsed).
+
+    Returns:
+        The result rows (see `lth_keras.experiments.report`).
+
+    Example:
+
+    ```python
+    def main(argv):
+        cli.run_from_flags(flags.FLAGS)
+    ```
+    """
+    flag_values = values.flag_values_dict()
+    # A multi-worker strategy must exist before other TensorFlow work.
+    strategy = distribute.get_strategy(flag_values["strategy"], flag_values["tpu"])
+    config = config_from_flags(values)
+    run_dir = flag_values["output_dir"] or runner.default_run_dir(config)
+    return runner.run(
+        config,
+        run_dir,
+        strategy=strategy,
+        verbose=flag_values["verbose"],
+        checkpoint_every=flag_values["checkpoint_every"],
+        flag_values=flag_values,
+    )

@@ -1,0 +1,206 @@
+"""TFDS input pipelines for MNIST and CIFAR-10 (TensorFlow only).
+
+The paper's protocol: the last `validation_examples` images of the training
+split are held out for validation (early stopping); the rest train. Images
+are cached as `uint8` and normalised on the fly (MNIST to [0, 1], CIFAR-10
+per channel). The training stream is shuffled with a seed, repeated, and
+optionally augmented (random crop after 4-pixel padding, horizontal flip)
+with stateless random ops seeded by the example's position in the stream,
+so `train(start_step=k)` continues the exact stream a run interrupted at
+step `k` would have seen. Under a multi-worker strategy every worker takes
+its share of each global batch. `TFDS_DATA_DIR` is honoured by TFDS itself.
+"""
+
+import dataclasses
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from lth_keras.experiments.config import DATASETS
+from lth_keras.options import check_choice
+
+__all__ = ["Splits", "load"]
+
+_CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+_CIFAR_STD = (0.2470, 0.2435, 0.2616)
+_EVAL_BATCH = 1000
+
+
+def _normalizer(name):
+    if name == "mnist":
+        return lambda image: tf.cast(image, tf.float32) / 255.0
+    mean, std = tf.constant(_CIFAR_MEAN), tf.constant(_CIFAR_STD)
+    return lambda image: (tf.cast(image, tf.float32) / 255.0 - mean) / std
+
+
+def _augment(image, seed, index):
+    """Crop and flip, seeded by `(seed, 2 * index)` and `(seed, 2 * index + 1)`."""
+    padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
+    image = tf.image.stateless_random_crop(
+        padded, tf.shape(image), seed=tf.stack([seed, 2 * index])
+    )
+    return tf.image.stateless_random_flip_left_right(image, seed=tf.stack([seed, 2 * index + 1]))
+
+
+def _shardable(dataset):
+    """Lets a multi-worker strategy split every batch between the workers.
+
+    With the `DATA` policy each worker takes its share of every global batch
+    (the files of a TFDS split cannot be divided between workers evenly).
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+@dataclasses.dataclass
+class Splits:
+    """The data of one experiment.
+
+    Attributes:
+        name: TFDS name.
+        raw_train: Cached `(uint8 image, label)` training examples.
+        validation, test, train_eval: Batched, normalised evaluation sets
+            (`train_eval` is the training set, for train accuracy).
+        input_shape, num_classes, train_size: Facts about the data.
+        batch_size, augment, seed: Settings of the training stream.
+
+    Example:
+
+    ```python
+    splits = data.load("mnist", batch_size=60)
+    model.fit(splits.train(), steps_per_epoch=1000, validation_data=splits.validation)
+    ```
+    """
+
+    name: str
+    raw_train: tf.data.Dataset
+    validation: tf.data.Dataset
+    test: tf.data.Dataset
+    train_eval: tf.data.Dataset
+    input_shape: tuple
+    num_classes: int
+    train_size: int
+    batch_size: int
+    augment: bool
+    seed: int
+
+    def train(self, start_step=0):
+        """The infinite training stream of batches, from step `start_step`.
+
+        Args:
+            start_step: Number of batches already consumed. Defaults to `0`.
+
+        Returns:
+            A `tf.data.Dataset` of `(images, labels)` batches.
+
+        Example:
+
+        ```python
+        batches = splits.train(start_step=1000)
+        ```
+        """
+        normalize = _normalizer(self.name)
+        augment, seed = self.augment, self.seed
+
+        def augmented(index, example):
+            image, label = example
+            return _augment(image, tf.constant(seed, tf.int64), index), label
+
+        stream = self.raw_train.shuffle(
+            self.train_size, seed=self.seed, reshuffle_each_iteration=True
+        ).repeat()
+        if augment:
+            stream = (
+                stream.enumerate()
+                .skip(start_step * self.batch_size)
+                .map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
+            )
+        else:
+            stream = stream.skip(start_step * self.batch_size)
+        # Normalising whole batches is much cheaper than image by image.
+        stream = stream.batch(self.batch_size, drop_remainder=True).map(
+            lambda images, labels: (normalize(images), labels),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        return _shardable(stream.prefetch(tf.data.AUTOTUNE))
+
+
+def load(
+    name,
+    *,
+    batch_size,
+    validation_examples=5000,
+    train_examples=None,
+    test_examples=None,
+    augment=False,
+    seed=0,
+):
+    """Loads MNIST or CIFAR-10 from TFDS and builds the pipelines.
+
+    Args:
+        name: `"mnist"` or `"cifar10"`.
+        batch_size: Training batch size.
+        validation_examples: Training images held out for validation.
+            Defaults to `5000`.
+        train_examples: Use only this many of the other training images.
+            Defaults to `None` (all).
+        test_examples: Use only this many test images. Defaults to `None`.
+        augment: Augment the training stream. Defaults to `False`.
+        seed: Seed of the shuffle and the augmentation. Defaults to `0`.
+
+    Returns:
+        A `Splits`.
+
+    Raises:
+        ValueError: If `name` is unknown or the validation split leaves no
+            training images.
+
+    Example:
+
+    ```python
+    splits = load("mnist", batch_size=60)
+    model.fit(splits.train(), steps_per_epoch=1000, validation_data=splits.validation)
+    ```
+    """
+    check_choice(name, "name", DATASETS)
+
+    def read(split):
+        return tfds.load(name, split=split, as_supervised=True, shuffle_files=False)
+
+    full_train = read("train")
+    total = int(full_train.cardinality())
+    if not 0 < validation_examples < total:
+        raise ValueError(
+            f"Received an invalid value for `validation_examples`, expected an int in "
+            f"(0, {total}) for {name}. Received: validation_examples={validation_examples}"
+        )
+    train_size = total - validation_examples
+    if train_examples is not None:
+        train_size = min(train_size, train_examples)
+
+    normalize = _normalizer(name)
+
+    def evaluation(dataset):
+        return _shardable(
+            dataset.batch(_EVAL_BATCH)
+            .map(lambda images, labels: (normalize(images), labels))
+            .prefetch(tf.data.AUTOTUNE)
+        )
+
+    raw_train = full_train.take(train_size).cache()
+    test = read("test")
+    features = tfds.builder(name).info.features
+    return Splits(
+        name=name,
+        raw_train=raw_train,
+        validation=evaluation(full_train.skip(total - validation_examples).cache()),
+        test=evaluation((test if test_examples is None else test.take(test_examples)).cache()),
+        train_eval=evaluation(raw_train),
+        input_shape=tuple(features["image"].shape),
+        num_classes=features["label"].num_classes,
+        train_size=train_size,
+        batch_size=batch_size,
+        augment=augment,
+        seed=seed,
+    )

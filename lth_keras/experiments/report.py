@@ -1,0 +1,294 @@
+"""Results of experiments: metric rows as CSV and JSON lines, tables, plots.
+
+A *row* is the result of one training job: a round of the ticket, or one
+control trained at that round's sparsity. Rows are plain dicts with `round`,
+`kind` (`"ticket"`, `"reinit"`, `"random"`), `weights_remaining`, `layers`
+(fraction remaining per kernel), `iterations`, `es_iteration`,
+`test_accuracy_es`, `test_accuracy_final`, `val_loss_min`,
+`val_accuracy_es`, `train_accuracy` and `wall_seconds`.
+"""
+
+import csv
+import io
+import json
+import statistics
+
+from lth_keras.experiments.arms import ARMS
+
+__all__ = [
+    "csv_text",
+    "job_line",
+    "jsonl_text",
+    "plot",
+    "sort_rows",
+    "summarize",
+    "table",
+    "write_reports",
+]
+
+
+def _kinds():
+    """Arm names in display order: the ticket, then controls as registered."""
+    return ARMS.names()
+
+
+def _label(kind):
+    return ARMS.get(kind).label
+
+
+_SCALARS = (
+    "round",
+    "kind",
+    "weights_remaining",
+    "iterations",
+    "es_iteration",
+    "test_accuracy_es",
+    "test_accuracy_final",
+    "val_loss_min",
+    "val_accuracy_es",
+    "train_accuracy",
+    "wall_seconds",
+)
+
+
+def sort_rows(rows):
+    """Rows ordered by round, then ticket before its controls.
+
+    Args:
+        rows: Metric rows (dicts with `round` and `kind`).
+
+    Returns:
+        A new list, sorted.
+
+    Example:
+
+    ```python
+    sort_rows([{"round": 1, "kind": "reinit"}, {"round": 1, "kind": "ticket"}])
+    # [{"round": 1, "kind": "ticket"}, {"round": 1, "kind": "reinit"}]
+    ```
+    """
+    kinds = _kinds()
+    return sorted(rows, key=lambda row: (row["round"], kinds.index(row["kind"])))
+
+
+def jsonl_text(rows):
+    """Rows as JSON lines (one object per line, all fields, sorted keys).
+
+    Args:
+        rows: Metric rows.
+
+    Returns:
+        The text, rows ordered as by `sort_rows`.
+
+    Example:
+
+    ```python
+    open("metrics.jsonl", "w").write(jsonl_text(rows))
+    ```
+    """
+    return "".join(json.dumps(row, sort_keys=True) + "\n" for row in sort_rows(rows))
+
+
+def csv_text(rows):
+    """Rows as CSV: the scalar fields, then one `remaining:<kernel>` column each.
+
+    Example:
+
+    ```python
+    open("metrics.csv", "w").write(csv_text(rows))
+    ```
+    """
+    rows = sort_rows(rows)
+    kernels = sorted({key for row in rows for key in row["layers"]})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*_SCALARS, *(f"remaining:{k}" for k in kernels)])
+    for row in rows:
+        writer.writerow(
+            [row[key] for key in _SCALARS] + [row["layers"].get(k, "") for k in kernels]
+        )
+    return out.getvalue()
+
+
+def summarize(runs):
+    """Aggregates rows of several runs (seeds) by round and kind.
+
+    Args:
+        runs: A list of row lists, one per run.
+
+    Returns:
+        A list of dicts with `round`, `kind`, `weights_remaining`, `n` and,
+        for `test_accuracy_es`, `test_accuracy_final` and `es_iteration`,
+        the mean, min and max over runs (keys `<metric>`, `<metric>_min`,
+        `<metric>_max`).
+
+    Example:
+
+    ```python
+    summarize([rows_seed0, rows_seed1])
+    ```
+    """
+    groups = {}
+    for rows in runs:
+        for row in rows:
+            groups.setdefault((row["round"], row["kind"]), []).append(row)
+    summary = []
+    for (round_, kind), group in sorted(
+        groups.items(), key=lambda g: (g[0][0], _kinds().index(g[0][1]))
+    ):
+        entry = {
+            "round": round_,
+            "kind": kind,
+            "n": len(group),
+            "weights_remaining": statistics.mean(r["weights_remaining"] for r in group),
+        }
+        for metric in ("test_accuracy_es", "test_accuracy_final", "es_iteration"):
+            values = [r[metric] for r in group]
+            entry[metric] = statistics.mean(values)
+            entry[f"{metric}_min"], entry[f"{metric}_max"] = min(values), max(values)
+        summary.append(entry)
+    return summary
+
+
+def table(rows):
+    """A text table: one line per round, the ticket and its controls side by side.
+
+    Args:
+        rows: Rows of one run, or the output of `summarize`.
+
+    Returns:
+        The table as a string.
+
+    Example:
+
+    ```python
+    print(table(rows))
+    ```
+    """
+    kinds = [k for k in _kinds() if any(r["kind"] == k for r in rows)]
+    group = f"{'acc@ES':>7} {'ES iter':>8} {'acc@end':>7}"
+    top = f"{'':>5} {'':>10}" + "".join(f" | {_label(k):^{len(group)}}" for k in kinds)
+    header = f"{'round':>5} {'remaining':>10}" + f" | {group}" * len(kinds)
+    lines = [top.rstrip(), header, "-" * len(header)]
+    by_round = {}
+    for row in rows:
+        by_round.setdefault(row["round"], {})[row["kind"]] = row
+    for round_, entries in sorted(by_round.items()):
+        first = entries.get("ticket") or next(iter(entries.values()))
+        line = f"{round_:>5} {100 * first['weights_remaining']:>9.2f}%"
+        for kind in kinds:
+            row = entries.get(kind)
+            if row is None:
+                line += f" | {'':>{len(group)}}"
+            else:
+                line += (
+                    f" | {row['test_accuracy_es']:>7.4f} {row['es_iteration']:>8.0f} "
+                    f"{row['test_accuracy_final']:>7.4f}"
+                )
+        lines.append(line.rstrip())
+    return "\n".join(lines) + "\n"
+
+
+_PLOT_LABELS = {
+    "test_accuracy_es": "test accuracy at early stopping",
+    "test_accuracy_final": "test accuracy at the end of training",
+    "es_iteration": "early-stopping iteration",
+}
+
+
+def plot(rows, metric, path):
+    """Plots `metric` against the percentage of weights remaining, as a PNG.
+
+    With `metric="test_accuracy_es"` and `"es_iteration"` these are the
+    analogues of the paper's Figures 3 and 4: one line per kind (ticket,
+    random reinit, random mask), weights remaining on a log scale decreasing
+    to the right. With rows from `summarize`, error bars show the min and
+    max over runs.
+
+    Args:
+        rows: Rows of one run, or the output of `summarize`.
+        metric: `"test_accuracy_es"`, `"test_accuracy_final"` or
+            `"es_iteration"`.
+        path: Output PNG path.
+
+    Raises:
+        ValueError: If `metric` is not one of those.
+
+    Example:
+
+    ```python
+    plot(rows, "test_accuracy_es", "plots/accuracy.png")
+    ```
+    """
+    if metric not in _PLOT_LABELS:
+        raise ValueError(
+            f"Received an invalid value for `metric`, expected one of {list(_PLOT_LABELS)}. "
+            f"Received: metric={metric!r}"
+        )
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(6.4, 4.2), dpi=100)
+    for kind in _kinds():
+        points = sorted(
+            (r for r in rows if r["kind"] == kind), key=lambda r: -r["weights_remaining"]
+        )
+        if not points:
+            continue
+        x = [100 * r["weights_remaining"] for r in points]
+        y = [r[metric] for r in points]
+        if f"{metric}_min" in points[0]:
+            low = [r[metric] - r[f"{metric}_min"] for r in points]
+            high = [r[f"{metric}_max"] - r[metric] for r in points]
+            axes.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label=_label(kind))
+        else:
+            axes.plot(x, y, marker="o", label=_label(kind))
+    axes.set_xscale("log")
+    axes.invert_xaxis()
+    axes.set_xlabel("percent of weights remaining")
+    axes.set_ylabel(_PLOT_LABELS[metric])
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    pyplot.close(figure)
+
+
+def job_line(row):
+    """One line about a finished job, as the runner prints it.
+
+    Example:
+
+    ```python
+    print(job_line(row))
+    ```
+    """
+    return (
+        f"{row['kind']:>6} round {row['round']:2d} | "
+        f"{100 * row['weights_remaining']:6.2f}% remaining | "
+        f"test acc {row['test_accuracy_es']:.4f} at ES iteration "
+        f"{row['es_iteration']} | {row['test_accuracy_final']:.4f} at the end | "
+        f"{row['wall_seconds']:.0f} s"
+    )
+
+
+def write_reports(run_dir, rows):
+    """Writes `metrics.csv`, `metrics.jsonl`, `summary.txt` and the plots of a run.
+
+    Args:
+        run_dir: The run's `RunDir`.
+        rows: Every finished job's row.
+
+    Example:
+
+    ```python
+    write_reports(run_dir, list(run_dir.progress["done"].values()))
+    ```
+    """
+    run_dir.write_bytes("metrics.csv", csv_text(rows).encode())
+    run_dir.write_bytes("metrics.jsonl", jsonl_text(rows).encode())
+    run_dir.write_bytes("summary.txt", table(sort_rows(rows)).encode())
+    for metric, name in (("test_accuracy_es", "accuracy"), ("es_iteration", "early_stopping")):
+        run_dir.save_with(f"plots/{name}.png", lambda path, metric=metric: plot(rows, metric, path))

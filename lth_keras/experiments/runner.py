@@ -1,0 +1,330 @@
+"""Finding winning tickets end to end: rounds, controls, run directories, resume.
+
+`run(config, run_dir)` trains round 0 (dense), then `config.rounds` rounds of
+pruning with `LotteryPruner` (one `fit` per round), and after every pruned
+round the requested controls at the same sparsity. Every job is evaluated on
+the validation and test sets every `eval_every` steps.
+
+The run directory holds `config.json`, `flags.json` (when run from the
+command line), `progress.json` (finished jobs with their results, file
+checksums, the last checkpoint), `metrics.csv`, `metrics.jsonl`,
+`masks/round_XX.npz`, `rewind.ticket.npz` (round 0 as a ticket file, see
+`lth_keras.load_ticket`: its rewind weights are the rewind point of every
+round), `records/<job>.json` (evaluation records),
+`state/` (the last finished round: weights, optimizer and pruner state),
+`checkpoints/` (the unfinished job's last checkpoint), `ticket.keras` (the
+last round's trained ticket), `summary.txt`, `plots/*.png` and
+`tensorboard/`.
+
+A run can be killed at any moment and resumed by running it again: finished
+jobs are skipped and an unfinished one continues from its last checkpoint
+(every `checkpoint_every` evaluation periods) with the same data stream and
+optimizer state, so it ends with the same masks as an uninterrupted run.
+Every file is written atomically; the files a resumed run reads back (masks,
+rewind weights, states, checkpoints, records) are checked against their
+SHA-256 in `progress.json`. Reports (`metrics.*`, `summary.txt`, plots) are
+rewritten from `progress.json` after every job; TensorBoard files are
+appended to.
+"""
+
+import os
+import shutil
+import tempfile
+import time
+
+import keras
+import tensorflow as tf
+
+import lth_keras
+from lth_keras import _compat, pruning
+from lth_keras import masks as masks_lib
+from lth_keras.callbacks import LotteryPruner
+from lth_keras.convert import prunable
+from lth_keras.experiments import data as data_lib
+from lth_keras.experiments import report, summaries, training
+from lth_keras.experiments.arms import ARMS, schedule
+from lth_keras.experiments.models import build_model
+from lth_keras.experiments.rundir import RunDir
+from lth_keras.experiments.state import RunState
+from lth_keras.rewind import OptimizerReset
+from lth_keras.tensorflow import distribute
+from lth_keras.tickets import load_ticket, save_ticket
+
+__all__ = ["default_run_dir", "run"]
+
+
+def default_run_dir(config, base="runs"):
+    """`<base>/<model>-<config hash>`: a directory per distinct config.
+
+    Example:
+
+    ```python
+    default_run_dir(preset("lenet"))  # 'runs/lenet-3f2a...'
+    ```
+    """
+    return os.path.join(base, f"{config.model}-{config.hash()}")
+
+
+def run(config, run_dir=None, *, strategy=None, verbose=1, checkpoint_every=1, flag_values=None):
+    """Runs (or resumes) an iterative-magnitude-pruning experiment.
+
+    Args:
+        config: An `ExperimentConfig`.
+        run_dir: The run directory. Defaults to `None`, meaning
+            `default_run_dir(config)`.
+        strategy: A `tf.distribute.Strategy` (see `lth_keras.distribute`);
+            under a multi-worker strategy every worker runs this same call
+            and only the chief writes the run directory. Defaults to `None`
+            (the default strategy).
+        verbose: `0` silent, `1` a line per job and the final table.
+            Defaults to `1`.
+        checkpoint_every: Evaluation periods between checkpoints inside a
+            job. Defaults to `1`.
+        flag_values: Command-line flag values to save as `flags.json`.
+            Defaults to `None`.
+
+    Returns:
+        The result rows of all jobs (see `lth_keras.report`).
+
+    Raises:
+        ValueError: If `run_dir` holds a run with a different config.
+        lth_keras.experiments.rundir.CorruptRunError: If a file of the run directory
+            is truncated or altered.
+
+    Example:
+
+    ```python
+    from lth_keras.experiments import preset, run
+
+    rows = run(preset("lenet", rounds=5), "runs/lenet")
+    ```
+    """
+    with _compat.op_determinism(not config.jit_compile):
+        experiment = Experiment(
+            config,
+            run_dir or default_run_dir(config),
+            strategy or tf.distribute.get_strategy(),
+            verbose,
+            checkpoint_every,
+        )
+        if flag_values is not None:
+            experiment.run_dir.write_json("flags.json", flag_values)
+        try:
+            return experiment.run()
+        finally:
+            if not experiment.chief:
+                shutil.rmtree(experiment.run_dir.write_path, ignore_errors=True)
+
+
+class Experiment:
+    """One run: the job schedule, the models, the run directory and reports.
+
+    `run()` is the entry point; this class is its engine (and what tests
+    patch to simulate crashes).
+    """
+
+    def __init__(self, config, run_dir, strategy, verbose, checkpoint_every):
+        self.config = config
+        self.strategy = strategy
+        self.chief = distribute.is_chief(strategy)
+        self.verbose = verbose if self.chief else 0
+        self.checkpoint_every = checkpoint_every
+        versions = {
+            "lth_keras": lth_keras.__version__,
+            "keras": keras.__version__,
+            "tensorflow": tf.__version__,
+        }
+        # Other workers read the run but write their copies somewhere private.
+        write_to = None if self.chief else tempfile.mkdtemp(prefix="lth_keras-worker-")
+        try:
+            self.run_dir = RunDir(
+                run_dir,
+                config.to_dict(),
+                extra={"hash": config.hash(), "versions": versions},
+                write_to=write_to,
+            )
+        except BaseException:
+            if write_to:
+                shutil.rmtree(write_to, ignore_errors=True)
+            raise
+        keras.utils.set_random_seed(config.seed)
+        self.splits = data_lib.load(
+            config.dataset,
+            batch_size=config.batch_size,
+            validation_examples=config.validation_examples,
+            train_examples=config.train_examples,
+            test_examples=config.test_examples,
+            augment=config.augment,
+            seed=config.seed,
+        )
+        self.model = self._new_model()
+        self.pruner = LotteryPruner(
+            config.rate,
+            output_rate=config.output_rate,
+            layer_rates=dict(config.layer_rates),
+            exclude=config.exclude,
+            scope=config.scope,
+            reset=config.reset,
+            rewind_iteration=config.rewind_iteration,
+            seed=config.seed,
+        )
+        self.state = RunState(self.run_dir, self.pruner, self._scope)
+        self._state_round = -1  # the round whose end state self.model holds
+        self._control = None
+        self._rewind = None  # the rewind point as a Ticket, read once per process
+
+    def _new_model(self):
+        with self.strategy.scope():
+            model = prunable(
+                build_model(self.config.model, self.splits.input_shape, self.splits.num_classes)
+            )
+            return training.compile_for(model, self.config)
+
+    def _scope(self, model):
+        return distribute.fit_scope(model, self.strategy)
+
+    # Jobs ------------------------------------------------------------------
+
+    def run(self):
+        for name, round_ in schedule(self.config):
+            if _job(name, round_) not in self.run_dir.progress["done"]:
+                if name == "ticket":
+                    self._ticket(round_)
+                else:
+                    self._control_job(ARMS.get(name), round_)
+        if "final" not in self.run_dir.progress:
+            self._load_round_end(self.config.rounds)
+            digest = self.run_dir.save_with("ticket.keras", self.model.save)
+            self.run_dir.commit(files={"ticket.keras": digest}, final=True)
+        rows = list(self.run_dir.progress["done"].values())
+        if self.chief:
+            report.write_reports(self.run_dir, rows)
+        if self.verbose:
+            print(report.table(report.sort_rows(rows)), end="")
+        return report.sort_rows(rows)
+
+    def _ticket(self, round_):
+        job = _job("ticket", round_)
+        arm = ARMS.get("ticket")
+        resumed = self.state.load_checkpoint(job, self.model, pruner=True)
+        if resumed is None:
+            if round_ > 0:
+                self._load_round_end(round_ - 1)
+            resumed = (arm.start_period(self.config, round_), [], 0.0)
+        else:
+            self._state_round = None
+        records, wall = self._train(self.model, job, *resumed, pruner=True)
+        masks = masks_lib.get_masks(self.model)
+        row = self._row(arm, round_, records, wall, masks, self.model)
+        files = {
+            f"masks/round_{round_:02d}.npz": self.run_dir.save_npz(
+                f"masks/round_{round_:02d}.npz", masks
+            )
+        }
+        if round_ == 0:
+            files["rewind.ticket.npz"] = self.run_dir.save_with(
+                "rewind.ticket.npz",
+                lambda path: save_ticket(
+                    self.model, path, pruner=self.pruner, config=self.config.to_dict()
+                ),
+            )
+        end = {"round": round_, **self.state.save(f"state/round_{round_:02d}", self.model, True)}
+        files.update(end["files"])
+        self._finish_job(job, row, records, files, round_end=end)
+        self._state_round = round_
+
+    def _control_job(self, arm, round_):
+        job = _job(arm.name, round_)
+        model, reset = self._control_model()
+        resumed = self.state.load_checkpoint(job, model)
+        if resumed is None:
+            ticket = self.run_dir.load_npz(f"masks/round_{round_:02d}.npz")
+            # The rewind point, every weight of it, with round 0's (full) masks.
+            if self._rewind is None:
+                self._rewind = load_ticket(self.run_dir.verified("rewind.ticket.npz"))
+            self._rewind.apply(model, weights="rewind")
+            arm.prepare(model, ticket, self.config, round_)
+            start = arm.start_period(self.config, round_)
+            reset.reset(iterations=start * self.config.eval_every)
+            resumed = (start, [], 0.0)
+        records, wall = self._train(model, job, *resumed)
+        row = self._row(arm, round_, records, wall, masks_lib.get_masks(model), model)
+        self._finish_job(job, row, records, {})
+
+    def _control_model(self):
+        if self._control is None:
+            model = self._new_model()
+            with self._scope(model):
+                model.optimizer.build(model.trainable_variables)
+                reset = OptimizerReset(model.optimizer, model.trainable_variables)
+            self._control = (model, reset)
+        return self._control
+
+    def _train(self, model, job, start_period, records, wall, pruner=False):
+        config = self.config
+        periods = config.iterations // config.eval_every
+        began = time.perf_counter()
+
+        def on_period(period, so_far):
+            if period % self.checkpoint_every == 0 or period == periods:
+                elapsed = wall + time.perf_counter() - began
+                self.state.save_checkpoint(job, model, period, so_far, elapsed, pruner)
+
+        recorder = training.EvalRecorder(self.splits.test, config.eval_every, records, on_period)
+        with self._scope(model):
+            model.fit(
+                self.splits.train(start_step=start_period * config.eval_every),
+                epochs=periods,
+                initial_epoch=start_period,
+                steps_per_epoch=config.eval_every,
+                validation_data=self.splits.validation,
+                callbacks=[self.pruner, recorder] if pruner else [recorder],
+                shuffle=False,
+                verbose=0,
+            )
+        return recorder.records, wall + time.perf_counter() - began
+
+    def _row(self, arm, round_, records, wall, masks, model):
+        total, per_kernel = pruning.fraction_remaining(masks)
+        with self._scope(model):
+            train = model.evaluate(self.splits.train_eval, verbose=0, return_dict=True)
+        first = arm.start_period(self.config, round_) * self.config.eval_every
+        return {
+            "round": round_,
+            "kind": arm.name,
+            "weights_remaining": total,
+            "layers": per_kernel,
+            "iterations": records[-1]["iteration"] - first,
+            **training.early_stopping(records),
+            "train_accuracy": float(train["accuracy"]),
+            "wall_seconds": wall,
+        }
+
+    def _finish_job(self, job, row, records, files, **replace):
+        name = f"records/{job}.json"
+        files[name] = self.run_dir.write_json(name, records)
+        old = self.run_dir.progress.get("round_end") if "round_end" in replace else None
+        checkpoint = self.run_dir.progress.get("checkpoint")
+        self.run_dir.commit(done={job: row}, files=files, checkpoint=None, **replace)
+        if old:
+            self.run_dir.remove(*old["files"])
+        if checkpoint:
+            self.run_dir.remove(*checkpoint["files"])
+        if self.chief:
+            summaries.write_job(self.run_dir.file("tensorboard"), row, records)
+            report.write_reports(self.run_dir, list(self.run_dir.progress["done"].values()))
+        if self.verbose:
+            print(report.job_line(row), flush=True)
+
+    def _load_round_end(self, round_):
+        if self._state_round == round_:
+            return
+        end = self.run_dir.progress["round_end"]
+        if end["round"] != round_:
+            raise RuntimeError(f"Expected the end state of round {round_}, found {end['round']}.")
+        self.state.load(end, self.model, pruner=True)
+        self._state_round = round_
+
+
+def _job(kind, round_):
+    return f"{kind}-r{round_:02d}"

@@ -1,0 +1,88 @@
+"""Run state on disk: a round's end state and the unfinished job's checkpoint.
+
+A state is the model's weights with the optimizer's (`.weights.h5`) and, for
+the ticket, the pruner's progress and rewind snapshot (`-snapshot.npz`),
+recorded with their SHA-256 in `progress.json` by the run directory.
+"""
+
+__all__ = ["RunState"]
+
+
+class RunState:
+    """Writes and reads states and checkpoints of one run directory.
+
+    Args:
+        run_dir: The `RunDir`.
+        pruner: The run's `LotteryPruner`.
+        scope: `scope(model)`, the context in which to build the optimizer
+            (the strategy's).
+
+    Example:
+
+    ```python
+    state = RunState(run_dir, pruner, scope)
+    entry = state.save("state/round_00", model, pruner=True)
+    state.load(entry, model, pruner=True)
+    ```
+    """
+
+    def __init__(self, run_dir, pruner, scope):
+        self.run_dir = run_dir
+        self.pruner = pruner
+        self.scope = scope
+
+    def save(self, tag, model, pruner):
+        """Writes weights (with the optimizer's) and, with `pruner`, its state.
+
+        Returns:
+            `{"files": {name: sha256}, "pruner": state or None}`.
+        """
+        files = {
+            f"{tag}.weights.h5": self.run_dir.save_with(f"{tag}.weights.h5", model.save_weights)
+        }
+        state = None
+        if pruner:
+            state = self.pruner.get_state()
+            snapshot = state.pop("snapshot") or {}
+            name = f"{tag}-snapshot.npz"
+            files[name] = self.run_dir.save_npz(name, snapshot, compress=False)
+        return {"files": files, "pruner": state}
+
+    def load(self, entry, model, pruner=False):
+        """Restores what `save` wrote, optimizer state included."""
+        files = entry["files"]
+        if not model.optimizer.built:  # Keras loads optimizer weights only into a built one
+            with self.scope(model):
+                model.optimizer.build(model.trainable_variables)
+        weights = next(name for name in files if name.endswith(".weights.h5"))
+        model.load_weights(self.run_dir.verified(weights, files[weights]))
+        if pruner:
+            name = next(name for name in files if name.endswith("-snapshot.npz"))
+            snapshot = self.run_dir.load_npz(name, files[name])
+            state = entry["pruner"]
+            # The snapshot exists once the rewind point is taken (it may be
+            # empty: a model whose weights are all in masked layers).
+            taken = state["rewind_step"] is not None
+            self.pruner.set_state(dict(state, snapshot=snapshot if taken else None))
+
+    def save_checkpoint(self, job, model, period, records, wall, pruner):
+        """Writes the checkpoint of an unfinished job, replacing the last one."""
+        entry = {
+            "job": job,
+            "period": period,
+            "records": list(records),
+            "wall": wall,
+            **self.save(f"checkpoints/{job}-p{period:04d}", model, pruner),
+        }
+        old = self.run_dir.progress.get("checkpoint")
+        self.run_dir.commit(checkpoint=entry)
+        if old:
+            self.run_dir.remove(*old["files"])
+
+    def load_checkpoint(self, job, model, pruner=False):
+        """Restores `job`'s checkpoint; returns `(period, records, wall)` or `None`."""
+        entry = self.run_dir.progress.get("checkpoint")
+        if not entry or entry["job"] != job:
+            return None
+        self.load(entry, model, pruner)
+        return entry["period"], entry["records"], entry["wall"]

@@ -1,0 +1,123 @@
+"""Pruning scores: which weights a round removes.
+
+A `Score` turns kernels and masks into new masks, given the pruning targets
+(rates per kernel, or one pooled rate) and a `Structure` that selects the
+lowest scores. `Magnitude` (the paper's) keeps the largest `abs(weight)`;
+`Random` removes as many weights per kernel as magnitude pruning would, at
+random positions (the random-pruning control). New scores (e.g. ones that
+need data or gradients) subclass `Score` and register a name, which becomes
+a valid `LotteryPruner(method=...)`.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from lth_keras._registry import Policy, Registry
+from lth_keras.pruning.counts import pruned_counts
+from lth_keras.pruning.random_masks import random_prune
+
+__all__ = ["SCORES", "Magnitude", "PruneTargets", "Random", "Score", "get_score"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneTargets:
+    """How much a round prunes.
+
+    Attributes:
+        rates: `{kernel key: rate}` for layerwise pruning; kernels missing
+            here are not pruned.
+        pooled_rate: For global pruning, the rate of the pooled kernels
+            (the keys of `rates`, in order); `None` for layerwise pruning.
+
+    Example:
+
+    ```python
+    PruneTargets({"fc1/kernel": 0.2, "out/kernel": 0.1})
+    ```
+    """
+
+    rates: dict
+    pooled_rate: float | None = None
+
+
+class Score(Policy):
+    """Base class of pruning scores: higher scores survive.
+
+    Subclasses implement `scores`, or override `prune` for a rule that is
+    not "remove the lowest scores".
+    """
+
+    def scores(self, kernels, masks):
+        """Non-negative scores per kernel, arrays shaped like the kernels."""
+        raise NotImplementedError
+
+    def prune(self, kernels, masks, targets, structure, rng):
+        """New masks after one round.
+
+        Args:
+            kernels: `{key: array}`, the kernels as stored.
+            masks: `{key: bool array}`, the current masks.
+            targets: A `PruneTargets`.
+            structure: A `Structure` that selects the lowest scores.
+            rng: A `numpy.random.Generator` for random choices.
+
+        Returns:
+            A new dict of boolean masks; each a subset of the old one.
+        """
+        return structure.select(self.scores(kernels, masks), masks, targets)
+
+
+SCORES = Registry("method", Score)
+
+
+@SCORES.register("magnitude")
+class Magnitude(Score):
+    """Keeps the weights of largest magnitude (Frankle & Carbin, 2019).
+
+    Example:
+
+    ```python
+    lth_keras.LotteryPruner(method=lth_keras.pruning.Magnitude())
+    ```
+    """
+
+    def scores(self, kernels, masks):
+        return {key: np.abs(np.asarray(value)) for key, value in kernels.items()}
+
+
+@SCORES.register("random")
+class Random(Score):
+    """Prunes as many weights per kernel as magnitude pruning, at random.
+
+    The random-pruning control: the per-kernel counts are those of
+    `Magnitude` under the same targets and structure; the positions are
+    drawn uniformly among each kernel's unpruned entries. (The experiment
+    runner's `"random"` arm is another control: a random mask with the
+    ticket's per-layer sparsity, drawn once, not round by round.)
+
+    Example:
+
+    ```python
+    lth_keras.LotteryPruner(method="random", seed=0)
+    ```
+    """
+
+    def prune(self, kernels, masks, targets, structure, rng):
+        magnitude = Magnitude().prune(kernels, masks, targets, structure, rng)
+        return random_prune(masks, pruned_counts(masks, magnitude), rng)
+
+
+def get_score(identifier):
+    """A `Score` from a name (`"magnitude"`, `"random"`), an instance or a config.
+
+    Raises:
+        ValueError: For an unknown name or type.
+
+    Example:
+
+    ```python
+    get_score("magnitude")  # Magnitude()
+    ```
+    """
+    return SCORES.get(identifier, "method")

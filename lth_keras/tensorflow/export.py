@@ -1,0 +1,268 @@
+"""Exporting tickets for serving: SavedModels for TF Serving, and TFLite (TF only).
+
+`export_ticket` writes `export_dir/<version>/` in the layout TF Serving loads,
+with one `serving_default` signature. A model with one input and one output
+takes `inputs` and returns `outputs`; with several, the keys are the Keras
+input and output names. The graph holds plain TensorFlow ops and only the
+effective weights (`kernel * mask` and the other weights): no lth_keras
+classes, masks or initial weights. `sparse=True` stores every masked kernel as
+the values of its unpruned entries plus their int32 positions, rebuilt into
+the dense kernel at each call: much smaller on disk, slower per call
+(`benchmarks/export_size_latency.py` measures both).
+
+`export_tflite` converts a ticket with TFLite's sparsity optimisation, which
+stores sparse weights in a sparse format.
+
+Exports are written to a temporary folder and renamed into place, so a
+failed export leaves nothing half-written; an existing version or file is
+only replaced with `overwrite=True`. `assets.extra/lth_keras.json` in each
+SavedModel version records the exported sparsity and signature names.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from lth_keras import _compat, pruning
+from lth_keras import masks as masks_lib
+from lth_keras._io import atomic_write
+from lth_keras.convert import strip_masks
+
+__all__ = ["export_ticket", "export_tflite", "next_version"]
+
+
+def next_version(export_dir):
+    """The version after the largest integer version folder (1 if none).
+
+    Example:
+
+    ```python
+    next_version("exports/lenet")  # 3 when 1/ and 2/ exist
+    ```
+    """
+    if not os.path.isdir(export_dir):
+        return 1
+    versions = [int(name) for name in os.listdir(export_dir) if name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def _signature(model):
+    """Input specs and the names of the serving signature's inputs and outputs."""
+    inputs = model.inputs
+    if not inputs:
+        raise ValueError(
+            "export needs a built model with known inputs (Sequential with keras.Input, or "
+            "functional). Received a model without `inputs`."
+        )
+    input_names = ["inputs"] if len(inputs) == 1 else [t.name for t in inputs]
+    output_names = ["outputs"] if len(model.outputs) == 1 else list(model.output_names)
+    specs = [
+        tf.TensorSpec(t.shape, t.dtype, name=n) for t, n in zip(inputs, input_names, strict=True)
+    ]
+    return specs, input_names, output_names
+
+
+def _serving_function(specs, output_names, call):
+    """A tf.function with named keyword inputs and a dict of named outputs."""
+
+    def serve(*args):
+        outputs = call(args[0] if len(args) == 1 else list(args))
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return dict(zip(output_names, outputs, strict=True))
+
+    return tf.function(serve, input_signature=specs)
+
+
+class _Serving(tf.Module):
+    """The model's weights as plain `tf.Variable`s, for `model.stateless_call`.
+
+    Kernels in `compact_kernels` are held as values and positions and
+    rebuilt at each call. The Keras model is kept in a closure, not as an
+    attribute, so its own variables are not saved: each weight is stored
+    exactly once (Keras' ExportArchive stores every weight twice, keras-team/
+    keras#23553), and TFLite can freeze them.
+    """
+
+    def __init__(self, plain, compact_kernels):
+        super().__init__()
+        self._layout = []
+        self.values, self.positions, self.dense = [], [], []
+        for variable in plain.trainable_variables + plain.non_trainable_variables:
+            value = ops.convert_to_numpy(variable)
+            if id(variable) in compact_kernels:
+                flat = value.reshape(-1)
+                keep = np.flatnonzero(compact_kernels[id(variable)].reshape(-1))
+                self.values.append(tf.Variable(flat[keep], trainable=False))
+                self.positions.append(tf.Variable(keep.astype(np.int32), trainable=False))
+                self._layout.append(("sparse", len(self.values) - 1, value.shape))
+            else:
+                self.dense.append(tf.Variable(value, trainable=False))
+                self._layout.append(("dense", len(self.dense) - 1, value.shape))
+        self._trainable_count = len(plain.trainable_variables)
+        state = {"model": plain}
+        self.call = lambda inputs: self._forward(state["model"], inputs)
+
+    def _forward(self, model, inputs):
+        values = []
+        for kind, index, shape in self._layout:
+            if kind == "dense":
+                values.append(self.dense[index])
+                continue
+            size = int(np.prod(shape))
+            flat = tf.scatter_nd(self.positions[index][:, None], self.values[index], [size])
+            values.append(tf.reshape(flat, shape))
+        outputs, _ = model.stateless_call(
+            values[: self._trainable_count],
+            values[self._trainable_count :],
+            inputs,
+            training=False,
+        )
+        return outputs
+
+
+def _replace_dir(tmp, target, overwrite):
+    if os.path.exists(target):
+        if not overwrite:
+            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it.")
+        trash = f"{target}.old-{os.getpid()}"
+        os.rename(target, trash)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            os.rename(trash, target)  # the old version stays in place
+            raise
+        shutil.rmtree(trash)
+    else:
+        os.rename(tmp, target)
+
+
+def _plain_and_masks(model):
+    masks = masks_lib.get_masks(model)
+    plain = strip_masks(model) if masks else model
+    return plain, masks
+
+
+def export_ticket(model, export_dir, version=None, *, sparse=False, overwrite=False):
+    """Exports a ticket as a SavedModel for TF Serving (see the module docstring).
+
+    Args:
+        model: A built Sequential or functional model, masked or plain.
+        export_dir: The model's base folder; the export goes to
+            `export_dir/<version>/`.
+        version: A positive int. Defaults to `None`, meaning
+            `next_version(export_dir)`.
+        sparse: Store masked kernels compactly (values and positions).
+            Defaults to `False`.
+        overwrite: Replace an existing version. Defaults to `False`.
+
+    Returns:
+        A dict with `path`, `version`, `signature` (`inputs`, `outputs`),
+        `sparse`, `weights_remaining` and `layers` (fraction per kernel).
+
+    Raises:
+        FileExistsError: If the version exists and `overwrite` is `False`.
+        ValueError: If `version` is not a positive int or the model has no
+            known inputs. Nothing is written in either case.
+
+    Example:
+
+    ```python
+    from lth_keras.tensorflow import export
+
+    info = export.export_ticket(model, "exports/lenet")
+    # tensorflow_model_server --model_base_path=$PWD/exports/lenet ...
+    ```
+    """
+    if version is None:
+        version = next_version(export_dir)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(
+            "Received an invalid value for `version`, expected a positive int. "
+            f"Received: version={version!r}"
+        )
+    target = os.path.join(export_dir, str(version))
+    if os.path.exists(target) and not overwrite:
+        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it.")
+    plain, masks = _plain_and_masks(model)
+    specs, input_names, output_names = _signature(plain)
+    total, per_kernel = pruning.fraction_remaining(masks)
+    info = {
+        "version": version,
+        "signature": {"name": "serving_default", "inputs": input_names, "outputs": output_names},
+        "sparse": bool(sparse),
+        "weights_remaining": total,
+        "layers": per_kernel,
+    }
+    os.makedirs(export_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=export_dir, prefix=f".tmp-{version}-")
+    try:
+        module = _Serving(plain, _kernel_variables(plain, masks) if sparse else {})
+        serve = _serving_function(specs, output_names, module.call)
+        tf.saved_model.save(module, tmp, signatures={"serving_default": serve})
+        atomic_write(
+            os.path.join(tmp, "assets.extra", "lth_keras.json"), json.dumps(info, indent=2).encode()
+        )
+        _replace_dir(tmp, target, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"path": target, **info}
+
+
+def _kernel_variables(plain, masks):
+    """`{id(plain kernel variable): mask}` for every masked kernel."""
+    layers = {layer.name: layer for layer in _compat.flatten_layers(plain)}
+    found = {}
+    for key, mask in masks.items():
+        layer_name, attr = key.rsplit("/", 1)
+        variable = next(w for w in layers[layer_name].weights if w.name == attr)
+        found[id(variable)] = mask
+    return found
+
+
+def export_tflite(model, path, *, sparse=True, overwrite=False):
+    """Converts a ticket to TFLite, with the converter's sparsity optimisation.
+
+    Args:
+        model: A built Sequential or functional model, masked or plain.
+        path: Destination `.tflite` file.
+        sparse: Enable `tf.lite.Optimize.EXPERIMENTAL_SPARSITY`, which
+            stores sparse weight tensors in a sparse format. Defaults to
+            `True`.
+        overwrite: Replace an existing file. Defaults to `False`.
+
+    Returns:
+        A dict with `path`, `bytes`, `sparse` and `weights_remaining`.
+
+    Raises:
+        FileExistsError: If `path` exists and `overwrite` is `False`.
+
+    Example:
+
+    ```python
+    from lth_keras.tensorflow import export
+
+    export.export_tflite(model, "lenet.tflite")
+    interpreter = tf.lite.Interpreter(model_path="lenet.tflite")
+    ```
+    """
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
+    with tempfile.TemporaryDirectory() as tmp:
+        info = export_ticket(model, tmp, version=1)
+        converter = tf.lite.TFLiteConverter.from_saved_model(info["path"])
+        if sparse:
+            converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+        flatbuffer = converter.convert()
+    atomic_write(path, flatbuffer)
+    return {
+        "path": path,
+        "bytes": len(flatbuffer),
+        "sparse": sparse,
+        "weights_remaining": info["weights_remaining"],
+    }

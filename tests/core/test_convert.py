@@ -1,0 +1,207 @@
+"""prunable() and strip_masks(), and model-level mask access."""
+
+import keras
+import numpy as np
+import pytest
+from helpers import stored
+
+import lth_keras
+from lth_keras import _compat
+from lth_keras.layers import MaskedLayerMixin
+
+
+def _functional():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.SeparableConv2D(4, 3, name="sep")(x)
+    x = keras.layers.Flatten()(x)
+    inner = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(6, name="inner_fc")], name="head"
+    )
+    x = inner(x)
+    outputs = keras.layers.Dense(2, name="out")(x)
+    return keras.Model(inputs, outputs)
+
+
+def _sequential():
+    return keras.Sequential(
+        [
+            keras.Input((5,), dtype="int32"),
+            keras.layers.Embedding(20, 4, name="emb"),
+            keras.layers.Conv1D(3, 2, name="conv1d"),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(2, name="out"),
+        ]
+    )
+
+
+def _input_for(model):
+    rng = np.random.default_rng(0)
+    shape = (2, *model.inputs[0].shape[1:])
+    if model.inputs[0].dtype == "int32":
+        return rng.integers(0, 20, size=shape)
+    return rng.normal(size=shape).astype("float32")
+
+
+@pytest.mark.parametrize("make", [_functional, _sequential], ids=["functional", "sequential"])
+def test_prunable_replaces_layers_and_copies_weights(make):
+    model = make()
+    masked = lth_keras.prunable(model)
+    kinds = {type(layer).__name__ for layer in _compat.flatten_layers(masked)}
+    assert not kinds & {"Dense", "Conv2D", "Conv1D", "Embedding", "SeparableConv2D"}
+    x = _input_for(model)
+    np.testing.assert_allclose(
+        masked.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6, atol=1e-6
+    )
+    for layer in lth_keras.masked_layers(masked):
+        for attr, var in ((w.name, w.variable) for w in layer.get_lottery_weights()):
+            np.testing.assert_array_equal(getattr(layer, f"{attr}_initial").numpy(), var.numpy())
+        assert all(m.all() for m in layer.get_masks().values())
+    # The original model is untouched and shares no variables with the copy.
+    assert not {id(w) for w in model.weights} & {id(w) for w in masked.weights}
+
+
+def test_prunable_nested_model_and_names():
+    masked = lth_keras.prunable(_functional())
+    names = [layer.name for layer in lth_keras.masked_layers(masked)]
+    assert names == ["conv", "sep", "inner_fc", "out"]
+    assert list(lth_keras.get_masks(masked)) == [
+        "conv/kernel",
+        "sep/depthwise_kernel",
+        "sep/pointwise_kernel",
+        "inner_fc/kernel",
+        "out/kernel",
+    ]
+
+
+def test_prunable_shared_layer_is_masked_once():
+    shared = keras.layers.Dense(4, name="shared")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, shared(shared(inputs)))
+    masked = lth_keras.prunable(model)
+    assert [layer.name for layer in lth_keras.masked_layers(masked)] == ["shared"]
+    x = np.ones((1, 4), "float32")
+    np.testing.assert_allclose(masked(x), model(x), rtol=1e-6)
+
+
+def test_prunable_unbuilt_sequential_builds_later():
+    masked = lth_keras.prunable(keras.Sequential([keras.layers.Dense(3, name="fc")]))
+    assert not masked.built
+    masked.build((None, 2))
+    assert lth_keras.get_masks(masked)["fc/kernel"].shape == (2, 3)
+    layer = lth_keras.masked_layers(masked)[0]
+    np.testing.assert_array_equal(layer.kernel_initial.numpy(), stored(layer).numpy())
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.fc = keras.layers.Dense(2)
+
+    def call(self, x):
+        return self.fc(x)
+
+
+@pytest.mark.parametrize(
+    "function", [lth_keras.prunable, lth_keras.strip_masks], ids=["prunable", "strip_masks"]
+)
+def test_subclassed_models_are_rejected(function):
+    with pytest.raises(ValueError, match="Sequential and functional.*_Subclassed.*masked layers"):
+        function(_Subclassed())
+
+
+def test_prunable_without_supported_layers_raises():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dropout(0.1)])
+    with pytest.raises(ValueError, match="no layer it can mask.*Dropout"):
+        lth_keras.prunable(model)
+
+
+def test_strip_masks_of_plain_model_raises():
+    with pytest.raises(ValueError, match="no masked layers"):
+        lth_keras.strip_masks(_sequential())
+
+
+@pytest.mark.parametrize("make", [_functional, _sequential], ids=["functional", "sequential"])
+def test_strip_masks_gives_plain_model_with_effective_kernels(make):
+    masked = lth_keras.prunable(make())
+    rng = np.random.default_rng(1)
+    masks = {k: rng.random(m.shape) > 0.5 for k, m in lth_keras.get_masks(masked).items()}
+    lth_keras.set_masks(masked, masks)
+    plain = lth_keras.strip_masks(masked)
+    classes = {type(layer) for layer in _compat.flatten_layers(plain)}
+    assert not any(c.__module__.startswith("lth_keras") for c in classes)
+    x = _input_for(masked)
+    np.testing.assert_allclose(
+        plain.predict(x, verbose=0), masked.predict(x, verbose=0), rtol=1e-6, atol=1e-6
+    )
+    weights = {
+        f"{layer.name}/{w.name}": w.numpy()
+        for layer in _compat.flatten_layers(plain)
+        for w in layer.weights
+    }
+    for key, mask in masks.items():
+        assert np.all(weights[key][~mask] == 0)
+    assert not any(name.endswith(("_mask", "_initial")) for name in weights)
+
+
+def test_set_masks_checks_everything_before_writing():
+    model = lth_keras.prunable(_functional())
+    before = [w.numpy().copy() for w in model.weights]
+    masks = {k: np.zeros(m.shape, bool) for k, m in lth_keras.get_masks(model).items()}
+    masks["out/kernel"] = np.zeros((1, 1), bool)  # last one is bad
+    with pytest.raises(ValueError, match="wrong shape for out/kernel"):
+        lth_keras.set_masks(model, masks)
+    with pytest.raises(KeyError, match="nope/kernel"):
+        lth_keras.set_masks(model, {"nope/kernel": np.ones(2)})
+    for w, b in zip(model.weights, before, strict=True):
+        np.testing.assert_array_equal(w.numpy(), b)
+
+
+def test_weights_remaining_counts_exactly():
+    model = lth_keras.prunable(_sequential())
+    masks = lth_keras.get_masks(model)
+    masks["emb/embeddings"][:5] = False  # 5 rows of 4 = 20 of 80
+    lth_keras.set_masks(model, masks)
+    total, per = lth_keras.weights_remaining(model)
+    sizes = {k: m.size for k, m in masks.items()}
+    assert per["emb/embeddings"] == 0.75
+    assert total == (sum(sizes.values()) - 20) / sum(sizes.values())
+
+
+def test_duplicate_masked_layer_names_are_rejected():
+    a = lth_keras.MaskedDense(2, name="same")
+    b = lth_keras.MaskedDense(2, name="same")
+    inner_a = keras.Sequential([keras.Input((2,)), a], name="a")
+    inner_b = keras.Sequential([keras.Input((2,)), b], name="b")
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, inner_b(inner_a(inputs)))
+    with pytest.raises(ValueError, match="two masked layers are named 'same'"):
+        lth_keras.masked_layers(model)
+
+
+def test_masked_layers_are_mixins():
+    model = lth_keras.prunable(_sequential())
+    assert all(isinstance(layer, MaskedLayerMixin) for layer in lth_keras.masked_layers(model))
+
+
+def test_lambda_layers_are_kept_without_unsafe_deserialization():
+    inputs = keras.Input((4,))
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="double")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="fc")(x))
+    masked = lth_keras.prunable(model)
+    plain = lth_keras.strip_masks(masked)
+    x = np.ones((2, 4), "float32")
+    np.testing.assert_allclose(masked(x), model(x), rtol=1e-6)
+    np.testing.assert_allclose(plain(x), model(x), rtol=1e-6)
+
+
+def test_strip_masks_applies_masks_even_after_a_direct_kernel_write():
+    masked = lth_keras.prunable(_sequential())
+    masks = lth_keras.get_masks(masked)
+    masks["out/kernel"][:] = False
+    lth_keras.set_masks(masked, masks)
+    layer = masked.get_layer("out")
+    stored(layer).assign(np.ones(stored(layer).shape))  # bypasses the masks
+    plain = lth_keras.strip_masks(masked)
+    assert np.all(plain.get_layer("out").kernel.numpy() == 0)

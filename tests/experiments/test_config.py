@@ -1,0 +1,132 @@
+"""ExperimentConfig, presets and the command-line flags that build them."""
+
+import pytest
+
+from lth_keras.experiments import cli
+from lth_keras.experiments.config import PRESETS, ExperimentConfig, preset
+
+
+def test_presets_hold_the_papers_settings():
+    lenet = PRESETS["lenet"]
+    assert (lenet.iterations, lenet.batch_size, lenet.optimizer, lenet.learning_rate) == (
+        50000,
+        60,
+        "adam",
+        1.2e-3,
+    )
+    assert (lenet.rate, lenet.output_rate, lenet.scope) == (0.2, 0.1, "layerwise")
+    for name, iterations, lr, conv_rate in (
+        ("conv2", 20000, 2e-4, 0.1),
+        ("conv4", 25000, 3e-4, 0.1),
+        ("conv6", 30000, 3e-4, 0.15),
+    ):
+        config = PRESETS[name]
+        assert (config.dataset, config.iterations, config.learning_rate) == (
+            "cifar10",
+            iterations,
+            lr,
+        )
+        assert config.layer_rates == (("Conv2D", conv_rate),)
+        assert (config.rate, config.output_rate, config.batch_size) == (0.2, 0.1, 60)
+    vgg, resnet = PRESETS["vgg19"], PRESETS["resnet20"]
+    assert (vgg.batch_size, vgg.iterations, vgg.learning_rate) == (64, 112480, 0.1)
+    assert vgg.lr_boundaries == (80 * 703, 120 * 703)  # epochs 80 and 120 of 45K images
+    assert (resnet.batch_size, resnet.iterations, resnet.learning_rate) == (128, 30000, 0.03)
+    assert resnet.lr_boundaries == (20000, 25000)
+    for config in (vgg, resnet):
+        assert (config.optimizer, config.momentum, config.scope, config.rate) == (
+            "sgd",
+            0.9,
+            "global",
+            0.2,
+        )
+        assert config.warmup_iterations > 0 and config.augment
+        assert config.exclude == ("output",)
+
+
+def test_round_trip_and_hash():
+    config = preset("conv4", rounds=3, controls=["reinit"], layer_rates={"fc1": 0.3})
+    again = ExperimentConfig.from_dict(config.to_dict())
+    assert again == config
+    assert again.hash() == config.hash()
+    assert config.replace(seed=1).hash() != config.hash()
+    assert len(config.hash()) == 10
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"model": "resnet50"}, "model='resnet50'"),
+        ({"rounds": -1}, "rounds=-1"),
+        ({"iterations": 1000, "eval_every": 300}, "a divisor of iterations=1000"),
+        ({"rewind_iteration": 50000}, "below iterations=50000"),
+        ({"controls": ("reinit", "shuffle")}, "controls="),
+        ({"rate": 1.5}, "rate=1.5"),
+        ({"scope": "global"}, "with scope='global' one rate prunes"),
+        ({"lr_boundaries": (200, 100)}, "strictly increasing"),
+        ({"train_examples": 0}, "train_examples=0"),
+        ({"reset": "finetune", "rewind_iteration": 1000}, "reset='finetune' does not use a rewind"),
+        ({"rewind_iteration": 500}, "a multiple of eval_every=1000"),
+        ({"rewind_iteration": 1000, "steps_per_execution": 300}, "steps_per_execution=300"),
+        ({"augment": True}, "augment=True"),
+    ],
+    ids=[
+        "model",
+        "rounds",
+        "eval-every",
+        "rewind",
+        "controls",
+        "rate",
+        "global",
+        "boundaries",
+        "train-examples",
+        "finetune-rewind",
+        "rewind-period",
+        "rewind-execution",
+        "augment-mnist",
+    ],
+)
+def test_invalid_configs(changes, match):
+    with pytest.raises(ValueError, match=match):
+        preset("lenet", **changes)
+
+
+def test_unknown_preset_and_keys():
+    with pytest.raises(ValueError, match="preset='mlp'"):
+        preset("mlp")
+    with pytest.raises(ValueError, match=r"unknown config keys: \['epochs'\]"):
+        ExperimentConfig.from_dict({"epochs": 3})
+
+
+def test_config_from_flags_applies_only_set_flags():
+    values = {name: None for name in ExperimentConfig.__dataclass_fields__}
+    values.update(
+        model="conv2",
+        rounds=4,
+        layer_rates=["Conv2D=0.05", "fc1=0.3"],
+        controls=["reinit", "random"],
+        exclude=["output"],
+        lr_boundaries=["100"],
+        iterations=200,
+        eval_every=100,
+    )
+    config = cli.config_from_flags(values)
+    assert config == preset(
+        "conv2",
+        rounds=4,
+        layer_rates=(("Conv2D", 0.05), ("fc1", 0.3)),
+        controls=("reinit", "random"),
+        exclude=("output",),
+        lr_boundaries=(100,),
+        iterations=200,
+        eval_every=100,
+    )
+    values.update(layer_rates=["Conv2D:0.1"])
+    with pytest.raises(ValueError, match="expected NAME=RATE"):
+        cli.config_from_flags(values)
+
+
+def test_a_lone_string_is_one_name_not_its_characters():
+    config = ExperimentConfig(exclude="output", controls="reinit")
+    assert config.exclude == ("output",)
+    assert config.controls == ("reinit",)

@@ -1,0 +1,87 @@
+"""TFDS pipelines: real MNIST, CIFAR-10 through tfds.testing.mock_data."""
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from lth_keras.experiments import data
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return data.load(
+        "mnist",
+        batch_size=32,
+        validation_examples=500,
+        train_examples=2000,
+        test_examples=300,
+        seed=3,
+    )
+
+
+def _batches(dataset, n):
+    return [(x.numpy(), y.numpy()) for x, y in dataset.take(n)]
+
+
+def test_mnist_splits_and_normalisation(mnist):
+    assert (mnist.train_size, mnist.input_shape, mnist.num_classes) == (2000, (28, 28, 1), 10)
+    images = np.concatenate([x for x, _ in _batches(mnist.validation, 1)])
+    assert images.shape == (500, 28, 28, 1)
+    assert images.dtype == np.float32 and images.min() == 0.0 and images.max() == 1.0
+    assert sum(len(y) for _, y in _batches(mnist.test, 10)) == 300
+    assert sum(len(y) for _, y in _batches(mnist.train_eval, 10)) == 2000
+    # The validation images are the last 500 of TFDS's 60,000 training images.
+    last = tfds.load("mnist", split="train[-500:]", as_supervised=True, batch_size=-1)
+    np.testing.assert_array_equal(images * 255, last[0].numpy().astype(np.float32))
+
+
+def test_training_stream_is_seeded_and_resumable(mnist):
+    first = _batches(mnist.train(), 70)  # crosses an epoch boundary (62.5 batches)
+    again = _batches(mnist.train(), 70)
+    resumed = _batches(mnist.train(start_step=50), 20)
+    for (x1, y1), (x2, y2) in zip(first, again, strict=True):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    for (x1, y1), (x2, y2) in zip(first[50:], resumed, strict=True):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    assert all(x.shape == (32, 28, 28, 1) for x, _ in first)
+    # Each epoch is shuffled anew.
+    assert not np.array_equal(first[0][1], first[63][1])
+
+
+def test_cifar10_through_mock_data():
+    with tfds.testing.mock_data(num_examples=120):
+        plain = data.load("cifar10", batch_size=8, validation_examples=20, seed=1)
+        augmented = data.load("cifar10", batch_size=8, validation_examples=20, augment=True, seed=1)
+        assert (plain.train_size, plain.input_shape, plain.num_classes) == (100, (32, 32, 3), 10)
+        ((x, y),) = _batches(plain.train(), 1)
+        raw, raw_labels = next(iter(plain.raw_train.shuffle(100, seed=1).batch(8)))
+        first = _batches(augmented.train(), 20)  # crosses the 12.5-batch epoch
+        again = _batches(augmented.train(), 20)
+        resumed = _batches(augmented.train(start_step=13), 7)
+    # Without augmentation: exactly (x / 255 - mean) / std per channel.
+    mean, std = np.array(data._CIFAR_MEAN), np.array(data._CIFAR_STD)
+    expected = (raw.numpy() / 255.0 - mean) / std
+    np.testing.assert_allclose(x, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(y, raw_labels.numpy())
+    # Augmentation is seeded by stream position: the same stream, also when resumed.
+    for (x1, _), (x2, _) in zip(first, again, strict=True):
+        np.testing.assert_array_equal(x1, x2)
+    for (x1, y1), (x2, y2) in zip(first[13:], resumed, strict=True):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    assert not np.allclose(first[0][0], x)  # crops and flips changed the images
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"name": "svhn"}, "name='svhn'"),
+        ({"name": "mnist", "validation_examples": 60000}, "validation_examples=60000"),
+    ],
+    ids=["name", "validation"],
+)
+def test_load_rejects(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        data.load(batch_size=8, **kwargs)

@@ -1,0 +1,79 @@
+"""The example scripts run end to end with tiny flags and write their outputs."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from helpers import MNIST_DIR, REPO
+
+import lth_keras
+
+TINY = [
+    "--rounds=1",
+    "--iterations=4",
+    "--eval_every=2",
+    "--validation_examples=16",
+    "--train_examples=48",
+    "--test_examples=16",
+    "--batch_size=8",
+    "--controls=reinit,random",
+]
+
+
+def run_example(*args):
+    env = dict(os.environ, TFDS_DATA_DIR=MNIST_DIR, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+    result = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def check_run_dir(run_dir, model, masked_layers, stdout):
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["round"], r["kind"]) for r in rows] == [
+        ("0", "ticket"),
+        ("1", "ticket"),
+        ("1", "reinit"),
+        ("1", "random"),
+    ]
+    assert float(rows[1]["weights_remaining"]) < 1.0
+    assert json.loads((run_dir / "flags.json").read_text())["model"] == model
+    assert json.loads((run_dir / "config.json").read_text())["config"]["model"] == model
+    assert "winning ticket" in stdout and "ticket round  1" in stdout
+    ticket = keras.models.load_model(run_dir / "ticket.keras")
+    assert len(lth_keras.masked_layers(ticket)) == masked_layers
+    masks = np.load(run_dir / "masks" / "round_01.npz")
+    for key, mask in lth_keras.get_masks(ticket).items():
+        np.testing.assert_array_equal(mask, masks[key])
+
+
+@pytest.mark.slow
+def test_lenet_mnist(tmp_path):
+    out = run_example(
+        os.path.join(REPO, "examples", "lenet_mnist.py"), *TINY, f"--output_dir={tmp_path}"
+    )
+    check_run_dir(tmp_path, "lenet", 3, out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "script, model, masked",
+    [("conv_cifar10.py", "conv2", 5), ("vgg_resnet_cifar10.py", "resnet20", 22)],
+    ids=["conv2", "resnet20"],
+)
+def test_cifar10_examples_with_mock_data(script, model, masked, tmp_path):
+    out = run_example(
+        os.path.join(REPO, "tests", "experiments", "mock_cifar10.py"),
+        os.path.join(REPO, "examples", script),
+        f"--model={model}",
+        *TINY,
+        f"--output_dir={tmp_path}",
+    )
+    check_run_dir(tmp_path, model, masked, out)

@@ -1,0 +1,231 @@
+"""The experiment runner end to end on real MNIST, with resume and corruption."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from helpers import REPO, stored
+
+import lth_keras
+from lth_keras.experiments import runner as experiment
+from lth_keras.experiments.config import preset
+from lth_keras.experiments.rundir import CorruptRunError
+from lth_keras.pruning import prune_count
+
+TINY = dict(
+    rounds=2,
+    iterations=60,
+    eval_every=20,
+    train_examples=600,
+    validation_examples=300,
+    test_examples=300,
+    controls=("reinit", "random"),
+)
+SIZES = {"fc1/kernel": 784 * 300, "fc2/kernel": 300 * 100, "output/kernel": 100 * 10}
+RATES = {"fc1/kernel": 0.2, "fc2/kernel": 0.2, "output/kernel": 0.1}
+
+
+def expected_counts(rounds):
+    counts = dict(SIZES)
+    for _ in range(rounds):
+        counts = {k: n - prune_count(n, RATES[k]) for k, n in counts.items()}
+    return counts
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    rows = experiment.run(preset("lenet", **TINY), run_dir, verbose=0)
+    return run_dir, rows
+
+
+@pytest.mark.slow
+def test_run_writes_every_artifact(finished):
+    run_dir, rows = finished
+    assert [(r["round"], r["kind"]) for r in rows] == [
+        (0, "ticket"),
+        (1, "ticket"),
+        (1, "reinit"),
+        (1, "random"),
+        (2, "ticket"),
+        (2, "reinit"),
+        (2, "random"),
+    ]
+    for row in rows:
+        assert row["iterations"] == 60 and row["es_iteration"] in (20, 40, 60)
+        assert 0.3 < row["test_accuracy_es"] <= 1 and 0.3 < row["train_accuracy"] <= 1
+    for r in range(3):
+        masks = np.load(run_dir / "masks" / f"round_{r:02d}.npz")
+        assert {k: int(masks[k].sum()) for k in masks.files} == expected_counts(r)
+    with open(run_dir / "metrics.jsonl") as f:
+        assert [json.loads(line) for line in f] == rows
+    csv_lines = (run_dir / "metrics.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("round,kind,weights_remaining") and len(csv_lines) == 8
+    for name in ("accuracy", "early_stopping"):
+        assert (run_dir / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "winning ticket" in (run_dir / "summary.txt").read_text()
+    events = [f for _, _, files in os.walk(run_dir / "tensorboard") for f in files]
+    assert len(events) >= 7 and all(f.startswith("events.out.tfevents") for f in events)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["config"] == preset("lenet", **TINY).to_dict()
+    assert set(config["versions"]) == {"lth_keras", "keras", "tensorflow"}
+    rewind = lth_keras.load_ticket(run_dir / "rewind.ticket.npz")
+    assert sorted(rewind.rewind) == sorted(
+        f"{layer}/{w}" for layer in ("fc1", "fc2", "output") for w in ("kernel", "bias")
+    )
+    assert all(m.all() for m in rewind.masks.values())
+    # The final ticket: the last round's masks, pruned weights exactly zero.
+    ticket = keras.models.load_model(run_dir / "ticket.keras")
+    last = np.load(run_dir / "masks" / "round_02.npz")
+    for key, mask in lth_keras.get_masks(ticket).items():
+        np.testing.assert_array_equal(mask, last[key])
+        layer = ticket.get_layer(key.split("/")[0])
+        assert np.all(stored(layer).numpy()[~mask] == 0)
+        np.testing.assert_array_equal(layer.kernel_initial.numpy(), rewind.rewind[key])
+    # No checkpoint or superseded round state is left behind.
+    assert not os.listdir(run_dir / "checkpoints")
+    assert os.listdir(run_dir / "state") == [
+        "round_02-snapshot.npz",
+        "round_02.weights.h5",
+    ] or sorted(os.listdir(run_dir / "state")) == ["round_02-snapshot.npz", "round_02.weights.h5"]
+
+
+@pytest.mark.slow
+def test_rerun_skips_finished_work_and_other_configs_are_refused(finished, capsys, monkeypatch):
+    run_dir, rows = finished
+    before = (run_dir / "metrics.jsonl").read_bytes()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run trained again")
+
+    monkeypatch.setattr(experiment.Experiment, "_train", no_training)
+    assert experiment.run(preset("lenet", **TINY), run_dir, verbose=1) == rows
+    assert (run_dir / "metrics.jsonl").read_bytes() == before
+    assert "winning ticket" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"different config \(differences in: \['rounds'\]\)"):
+        experiment.run(preset("lenet", **dict(TINY, rounds=3)), run_dir, verbose=0)
+
+
+@pytest.mark.slow
+def test_corrupted_file_is_detected(finished, tmp_path):
+    source, _ = finished
+    run_dir = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(source), str(run_dir)], check=True)
+    progress = json.loads((run_dir / "progress.json").read_text())
+    del progress["done"]["random-r02"]  # as if killed before this control finished
+    (run_dir / "progress.json").write_text(json.dumps(progress))
+    masks = run_dir / "masks" / "round_02.npz"
+    masks.write_bytes(masks.read_bytes()[:-100])  # truncated
+    with pytest.raises(CorruptRunError, match="round_02.npz is corrupted"):
+        experiment.run(preset("lenet", **TINY), run_dir, verbose=0)
+
+
+RUNNER = """
+import sys
+from lth_keras.experiments import runner as experiment
+from lth_keras.experiments.config import preset
+experiment.run(preset("lenet", rounds=2, iterations=60, eval_every=20, train_examples=600,
+                      validation_examples=300, test_examples=300, controls=("reinit",)),
+               sys.argv[1], verbose=0)
+"""
+
+
+def _run_until(run_dir, stop):
+    """Runs the experiment in a child process; SIGKILLs it once `stop(progress)`."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+    child = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, str(run_dir)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while child.poll() is None:
+        try:
+            with open(run_dir / "progress.json") as f:
+                progress = json.load(f)
+        except (FileNotFoundError, json.JSONDecodeError):
+            progress = None
+        if stop is not None and progress is not None and stop(progress):
+            child.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    _, err = child.communicate()
+    return child.returncode, err
+
+
+def _checkpoint_at(job, period):
+    def stop(progress):
+        entry = progress.get("checkpoint")
+        return entry is not None and entry["job"] == job and entry["period"] >= period
+
+    return stop
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_to_the_same_masks(tmp_path):
+    reference = tmp_path / "reference"
+    code, err = _run_until(reference, None)
+    assert code == 0, err[-2000:]
+    killed = tmp_path / "killed"
+    # Killed inside round 1's training, then inside round 1's control, then
+    # right after round 2 of the ticket finished.
+    for stop in (
+        _checkpoint_at("ticket-r01", 1),
+        _checkpoint_at("reinit-r01", 2),
+        lambda p: "ticket-r02" in p["done"],
+    ):
+        code, err = _run_until(killed, stop)
+        assert code == -signal.SIGKILL, err[-2000:]
+    code, err = _run_until(killed, None)
+    assert code == 0, err[-2000:]
+    for r in range(3):
+        a = np.load(reference / "masks" / f"round_{r:02d}.npz")
+        b = np.load(killed / "masks" / f"round_{r:02d}.npz")
+        assert a.files == b.files
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key])
+    rows = [[json.loads(line) for line in open(d / "metrics.jsonl")] for d in (reference, killed)]
+    for row_a, row_b in zip(*rows, strict=True):
+        row_a.pop("wall_seconds"), row_b.pop("wall_seconds")
+        assert row_a == row_b
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reset", ["finetune", "lr_rewind"])
+def test_resume_between_rounds_restores_the_optimizer(reset, tmp_path, monkeypatch):
+    """Finetuning continues the step count, so it must survive a restart."""
+    config = preset("lenet", **dict(TINY, controls=(), reset=reset))
+    reference = experiment.run(config, tmp_path / "reference", verbose=0)
+    original = experiment.Experiment._ticket
+
+    def crash_at_round_2(self, round_):
+        if round_ == 2:
+            raise _Crash()
+        return original(self, round_)
+
+    monkeypatch.setattr(experiment.Experiment, "_ticket", crash_at_round_2)
+    with pytest.raises(_Crash):
+        experiment.run(config, tmp_path / "resumed", verbose=0)
+    monkeypatch.setattr(experiment.Experiment, "_ticket", original)
+    resumed = experiment.run(config, tmp_path / "resumed", verbose=0)
+    for a, b in zip(reference, resumed, strict=True):
+        a, b = dict(a), dict(b)
+        a.pop("wall_seconds"), b.pop("wall_seconds")
+        assert a == b
+    masks = [
+        np.load(d / "masks" / "round_02.npz")
+        for d in (tmp_path / "reference", tmp_path / "resumed")
+    ]
+    for key in masks[0].files:
+        np.testing.assert_array_equal(masks[0][key], masks[1][key])

@@ -1,0 +1,139 @@
+"""SavedModel and TFLite exports of tickets."""
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import lth_keras
+from lth_keras import pruning
+from lth_keras.experiments.models import build_model
+from lth_keras.tensorflow import export
+
+
+@pytest.fixture(scope="module")
+def ticket():
+    model = lth_keras.prunable(build_model("conv2", (16, 16, 3)))
+    masks = lth_keras.get_masks(model)
+    kernels = lth_keras.masks.get_kernels(model)
+    lth_keras.set_masks(model, pruning.magnitude_prune(kernels, masks, {k: 0.9 for k in masks}))
+    return model
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    return np.random.default_rng(0).normal(size=(5, 16, 16, 3)).astype("float32")
+
+
+def _saved_variables(path):
+    return {
+        name: shape
+        for name, shape in tf.train.list_variables(os.path.join(path, "variables", "variables"))
+        if "OBJECT_GRAPH" not in name
+    }
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_saved_model_serves_the_ticket(ticket, inputs, sparse, tmp_path):
+    info = export.export_ticket(ticket, tmp_path / "conv2", sparse=sparse)
+    assert info["path"] == str(tmp_path / "conv2" / "1") and info["version"] == 1
+    assert info["signature"] == {
+        "name": "serving_default",
+        "inputs": ["inputs"],
+        "outputs": ["outputs"],
+    }
+    assert info["weights_remaining"] == pytest.approx(0.1, abs=1e-3)
+    assert os.path.exists(os.path.join(info["path"], "saved_model.pb"))
+    serve = tf.saved_model.load(info["path"]).signatures["serving_default"]
+    outputs = serve(inputs=tf.constant(inputs))["outputs"].numpy()
+    np.testing.assert_allclose(outputs, ticket.predict(inputs, verbose=0), rtol=1e-5, atol=1e-5)
+    # Only the effective weights are saved: no masks, no initial weights.
+    variables = _saved_variables(info["path"])
+    stored = sum(int(np.prod(shape)) for shape in variables.values())
+    plain_params = lth_keras.strip_masks(ticket).count_params()
+    if sparse:
+        kept = sum(int(m.sum()) for m in lth_keras.get_masks(ticket).values())
+        kernel_params = sum(m.size for m in lth_keras.get_masks(ticket).values())
+        assert stored == plain_params - kernel_params + 2 * kept  # values + positions
+    else:
+        assert stored == plain_params  # each weight once
+    with open(os.path.join(info["path"], "saved_model.pb"), "rb") as f:
+        graph = f.read()
+    assert b"lth_keras" not in graph and b"Masked" not in graph
+    assert b"kernel_mask" not in graph and b"_initial" not in graph
+    with open(os.path.join(info["path"], "assets.extra", "lth_keras.json")) as f:
+        assert json.load(f)["sparse"] is sparse
+
+
+def test_exported_pruned_entries_are_exactly_zero(ticket, tmp_path):
+    info = export.export_ticket(ticket, tmp_path / "m")
+    reader = tf.train.load_checkpoint(os.path.join(info["path"], "variables", "variables"))
+    stored = [reader.get_tensor(name) for name in _saved_variables(info["path"])]
+    for mask in lth_keras.get_masks(ticket).values():
+        (kernel,) = [v for v in stored if v.shape == mask.shape]
+        np.testing.assert_array_equal(kernel[~mask], 0)
+        assert np.all(kernel[mask] != 0)
+
+
+def test_saved_model_cli_lists_the_signature(ticket, tmp_path):
+    info = export.export_ticket(ticket, tmp_path / "m")
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tensorflow.python.tools.saved_model_cli",
+            "show",
+            "--dir",
+            info["path"],
+            "--all",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "signature_def['serving_default']" in shown
+    assert "inputs['inputs'] tensor_info" in shown
+    assert "outputs['outputs'] tensor_info" in shown
+    assert "shape: (-1, 16, 16, 3)" in shown
+
+
+def test_versions_overwrite_and_atomicity(ticket, tmp_path, monkeypatch):
+    base = tmp_path / "m"
+    assert export.export_ticket(ticket, base)["version"] == 1
+    assert export.export_ticket(ticket, base)["version"] == 2
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export.export_ticket(ticket, base, version=1)
+    assert export.export_ticket(ticket, base, version=1, overwrite=True)["version"] == 1
+    with pytest.raises(ValueError, match="version=0"):
+        export.export_ticket(ticket, base, version=0)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export.export_ticket(ticket, base, version=3)
+    assert sorted(os.listdir(base)) == ["1", "2"]  # nothing half-written
+
+
+def test_tflite_matches_keras(ticket, inputs, tmp_path):
+    dense = export.export_tflite(ticket, tmp_path / "dense.tflite", sparse=False)
+    sparse = export.export_tflite(ticket, tmp_path / "sparse.tflite")
+    assert sparse["bytes"] < 0.35 * dense["bytes"]
+    with pytest.raises(FileExistsError):
+        export.export_tflite(ticket, tmp_path / "dense.tflite")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter is deprecated for LiteRT
+        interpreter = tf.lite.Interpreter(model_path=str(tmp_path / "sparse.tflite"))
+    detail = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(detail["index"], inputs.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], inputs)
+    interpreter.invoke()
+    outputs = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(outputs, ticket.predict(inputs, verbose=0), rtol=1e-5, atol=1e-5)
