@@ -10,6 +10,7 @@ Every flag of lth_keras.experiments.cli overrides the preset.
 CIFAR-10 is read with TensorFlow Datasets (TFDS_DATA_DIR is honoured).
 """
 
+import _quiet  # noqa: F401  (first: hides TensorFlow's C++ start-up lines)
 from absl import app, flags
 
 from lth_keras.experiments import cli

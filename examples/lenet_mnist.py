@@ -12,6 +12,7 @@ Set TFDS_DATA_DIR to a TensorFlow Datasets folder holding MNIST (or let TFDS
 download it).
 """
 
+import _quiet  # noqa: F401  (first: hides TensorFlow's C++ start-up lines)
 from absl import app, flags
 
 from lth_keras.experiments import cli

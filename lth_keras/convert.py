@@ -60,7 +60,9 @@ def _copy_by_name(new, values):
     """Assigns `values[name]` to the weight of `new` with that name."""
     by_name = {w.name: w for w in new.weights}
     for name, value in values.items():
-        by_name[name].assign(value)
+        # A copy: on JAX a variable assigned from another would share its
+        # buffer, and training either model would delete the other's weight.
+        by_name[name].assign(ops.copy(value))
 
 
 def _unregistered_subclass(layer):

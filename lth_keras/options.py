@@ -8,10 +8,12 @@ import numpy as np
 
 from lth_keras import pruning
 
-__all__ = ["SCOPES", "check_choice", "check_int", "check_pruning_options"]
+__all__ = ["SCOPES", "STRATEGIES", "check_choice", "check_int", "check_pruning_options"]
 
 #: Layerwise pruning (a rate per kernel) or global (one rate, pooled).
 SCOPES = ("layerwise", "global")
+#: The tf.distribute strategies `lth_keras.tensorflow.distribute.get_strategy` makes.
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
 def check_int(value, name, minimum, allow_none=False):

@@ -245,6 +245,9 @@ class LotteryPruner(keras.callbacks.Callback):
 
     def _watch_rewind_iteration(self, batch, logs=None):
         if self.round == 0 and self._rewind_step is None:
+            # On JAX, Keras keeps the training state outside the variables
+            # during an epoch; reading `self.model` syncs it back first.
+            self.model  # noqa: B018
             step = self._optimizer_reset.iterations()
             if step - self._iteration0 >= self.rewind_iteration:
                 self._take_rewind_point()

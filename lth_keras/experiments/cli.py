@@ -7,14 +7,13 @@ Conv-4 preset with 5 rounds. List values are comma-separated
 """
 
 import dataclasses
+import warnings
 
-from absl import flags
+from absl import flags, logging
 
 from lth_keras.experiments import config as config_lib
-from lth_keras.experiments import runner
 from lth_keras.experiments.config import ExperimentConfig, preset
-from lth_keras.options import SCOPES
-from lth_keras.tensorflow import distribute
+from lth_keras.options import SCOPES, STRATEGIES
 
 __all__ = ["config_from_flags", "define_flags", "run_from_flags"]
 
@@ -71,13 +70,35 @@ def define_flags(models):
     flags.DEFINE_enum(
         "strategy",
         "default",
-        distribute.STRATEGIES,
+        STRATEGIES,
         "tf.distribute strategy; multi_worker reads TF_CONFIG.",
     )
     flags.DEFINE_string("tpu", None, "TPU address or name for --strategy=tpu.")
     flags.DEFINE_string("output_dir", None, "Run directory; default runs/<model>-<config hash>.")
     flags.DEFINE_integer("checkpoint_every", 1, "Evaluation periods between checkpoints.")
-    flags.DEFINE_integer("verbose", 1, "0 silent, 1 a line per job and the final table.")
+    flags.DEFINE_integer(
+        "verbose",
+        1,
+        "0 silent; 1 live progress, a line per job and the final table; 2 also a line per "
+        "evaluation on a terminal and one per pruning round.",
+        lower_bound=0,
+        upper_bound=2,
+    )
+    flags.DEFINE_bool(
+        "tf_logs",
+        False,
+        "Show TensorFlow's C++ log lines and TFDS's INFO logs (hidden by default).",
+    )
+    fields = ["model", *(f.name for f in dataclasses.fields(ExperimentConfig) if f.name != "model")]
+
+    def check(values):
+        try:
+            config_from_flags(values)
+        except ValueError as error:
+            raise flags.ValidationError(str(error)) from error
+        return True
+
+    flags.register_multi_flags_validator(fields, check)
 
 
 def _pairs(values):
@@ -89,7 +110,13 @@ def _pairs(values):
                 "Received an invalid value in `layer_rates`, expected NAME=RATE. "
                 f"Received: {item!r}"
             )
-        pairs.append((name, float(rate)))
+        try:
+            pairs.append((name, float(rate)))
+        except ValueError:
+            raise ValueError(
+                "Received an invalid value in `layer_rates`, expected NAME=RATE with a number "
+                f"RATE. Received: {item!r}"
+            ) from None
     return tuple(pairs)
 
 
@@ -145,6 +172,15 @@ def run_from_flags(values):
     ```
     """
     flag_values = values.flag_values_dict()
+    if not flag_values["tf_logs"]:
+        # TFDS logs through absl at INFO and WARNING level ("Load dataset info
+        # from ..."); TensorFlow and TFDS raise deprecation warnings.
+        logging.set_verbosity(logging.ERROR)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+    from lth_keras.experiments import runner
+    from lth_keras.tensorflow import distribute
+
     # A multi-worker strategy must exist before other TensorFlow work.
     strategy = distribute.get_strategy(flag_values["strategy"], flag_values["tpu"])
     config = config_from_flags(values)

@@ -196,6 +196,33 @@ _PLOT_LABELS = {
 }
 
 
+def level_label(percent):
+    """A weights-remaining level as the paper writes it: `"100"`, `"51.3"`, `"3.6"`, `"0.47"`.
+
+    Example:
+
+    ```python
+    level_label(51.2)  # '51.2'
+    ```
+    """
+    if percent >= 99.95:
+        return "100"
+    return f"{percent:.1f}" if percent >= 1 else f"{percent:.2g}"
+
+
+def _label_levels(axes, levels, most=12):
+    """Ticks at the levels reached (thinned to at most `most`), labelled as the paper does."""
+    from matplotlib import ticker
+
+    if len(levels) > most:
+        step = -(-len(levels) // most)
+        levels = levels[::step] if levels[-1] in levels[::step] else [*levels[::step], levels[-1]]
+    axes.xaxis.set_major_locator(ticker.FixedLocator(levels))
+    axes.xaxis.set_major_formatter(ticker.FixedFormatter([level_label(v) for v in levels]))
+    axes.xaxis.set_minor_locator(ticker.NullLocator())
+    axes.tick_params(axis="x", labelrotation=45 if len(levels) > 8 else 0)
+
+
 def plot(rows, metric, path):
     """Plots `metric` against the percentage of weights remaining, as a PNG.
 
@@ -246,6 +273,7 @@ def plot(rows, metric, path):
         else:
             axes.plot(x, y, marker="o", label=_label(kind))
     axes.set_xscale("log")
+    _label_levels(axes, sorted({100 * r["weights_remaining"] for r in rows}, reverse=True))
     axes.invert_xaxis()
     axes.set_xlabel("percent of weights remaining")
     axes.set_ylabel(_PLOT_LABELS[metric])

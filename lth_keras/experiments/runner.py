@@ -44,6 +44,7 @@ from lth_keras.experiments import data as data_lib
 from lth_keras.experiments import report, summaries, training
 from lth_keras.experiments.arms import ARMS, schedule
 from lth_keras.experiments.models import build_model
+from lth_keras.experiments.progress import Progress
 from lth_keras.experiments.rundir import RunDir
 from lth_keras.experiments.state import RunState
 from lth_keras.rewind import OptimizerReset
@@ -76,8 +77,10 @@ def run(config, run_dir=None, *, strategy=None, verbose=1, checkpoint_every=1, f
             under a multi-worker strategy every worker runs this same call
             and only the chief writes the run directory. Defaults to `None`
             (the default strategy).
-        verbose: `0` silent, `1` a line per job and the final table.
-            Defaults to `1`.
+        verbose: `0` silent; `1` live progress of each job (an updating
+            line on a terminal, a line per evaluation otherwise), a line per
+            finished job and the final table; `2` also a line per evaluation
+            on a terminal and the pruner's line per round. Defaults to `1`.
         checkpoint_every: Evaluation periods between checkpoints inside a
             job. Defaults to `1`.
         flag_values: Command-line flag values to save as `flags.json`.
@@ -167,6 +170,7 @@ class Experiment:
             reset=config.reset,
             rewind_iteration=config.rewind_iteration,
             seed=config.seed,
+            verbose=1 if self.verbose >= 2 else 0,
         )
         self.state = RunState(self.run_dir, self.pruner, self._scope)
         self._state_round = -1  # the round whose end state self.model holds
@@ -213,7 +217,7 @@ class Experiment:
             resumed = (arm.start_period(self.config, round_), [], 0.0)
         else:
             self._state_round = None
-        records, wall = self._train(self.model, job, *resumed, pruner=True)
+        records, wall = self._train(self.model, job, arm, round_, *resumed, pruner=True)
         masks = masks_lib.get_masks(self.model)
         row = self._row(arm, round_, records, wall, masks, self.model)
         files = {
@@ -247,7 +251,7 @@ class Experiment:
             start = arm.start_period(self.config, round_)
             reset.reset(iterations=start * self.config.eval_every)
             resumed = (start, [], 0.0)
-        records, wall = self._train(model, job, *resumed)
+        records, wall = self._train(model, job, arm, round_, *resumed)
         row = self._row(arm, round_, records, wall, masks_lib.get_masks(model), model)
         self._finish_job(job, row, records, {})
 
@@ -260,7 +264,7 @@ class Experiment:
             self._control = (model, reset)
         return self._control
 
-    def _train(self, model, job, start_period, records, wall, pruner=False):
+    def _train(self, model, job, arm, round_, start_period, records, wall, pruner=False):
         config = self.config
         periods = config.iterations // config.eval_every
         began = time.perf_counter()
@@ -271,6 +275,12 @@ class Experiment:
                 self.state.save_checkpoint(job, model, period, so_far, elapsed, pruner)
 
         recorder = training.EvalRecorder(self.splits.test, config.eval_every, records, on_period)
+        callbacks = [self.pruner, recorder] if pruner else [recorder]
+        if self.verbose:
+            label = f"{arm.name:>6} round {round_:2d}"
+            start = start_period * config.eval_every
+            tty = False if self.verbose >= 2 else None
+            callbacks.append(Progress(label, config.iterations, start, config.eval_every, tty=tty))
         with self._scope(model):
             model.fit(
                 self.splits.train(start_step=start_period * config.eval_every),
@@ -278,7 +288,7 @@ class Experiment:
                 initial_epoch=start_period,
                 steps_per_epoch=config.eval_every,
                 validation_data=self.splits.validation,
-                callbacks=[self.pruner, recorder] if pruner else [recorder],
+                callbacks=callbacks,
                 shuffle=False,
                 verbose=0,
             )

@@ -87,8 +87,10 @@ def _gradient_masked(kernel, mask):
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            if hasattr(upstream, "indices"):
-                # A sparse gradient (rows of an embedding lookup) stays sparse.
+            if hasattr(upstream, "dense_shape"):
+                # A sparse gradient (rows of an embedding lookup, TensorFlow's
+                # IndexedSlices) stays sparse. Not tested by `indices`: every
+                # PyTorch tensor has an `indices()` method.
                 rows = ops.cast(ops.take(mask, upstream.indices, axis=0), upstream.dtype)
                 return type(upstream)(
                     upstream.values * rows, upstream.indices, upstream.dense_shape
@@ -97,7 +99,21 @@ def _gradient_masked(kernel, mask):
 
         return ops.convert_to_tensor(value), grad
 
-    return masked(kernel)
+    # The variable's tensor, not the variable: PyTorch's autograd.Function
+    # (Keras' torch custom_gradient) only tracks tensor arguments.
+    return masked(ops.convert_to_tensor(kernel))
+
+
+def _copy(value):
+    """A new tensor holding `value`, to assign to another variable.
+
+    On JAX, `a.assign(b)` makes variable `a` hold the very array of variable
+    `b`; Keras' JAX trainer donates every variable's buffer to the train
+    step, and a buffer held by two variables is donated twice ("Attempt to
+    donate the same buffer twice") or deleted under the other variable.
+    TensorFlow and PyTorch copy on assign anyway.
+    """
+    return ops.copy(value)
 
 
 def _stored_name(attr):
@@ -236,7 +252,7 @@ class MaskedLayerMixin:
                 dtype=variable.dtype,
                 trainable=False,
             )
-            initial.assign(variable)
+            initial.assign(_copy(variable))
             setattr(self, f"{attr}_initial", initial)
 
     def _lth_variable(self, attr):
@@ -454,7 +470,7 @@ class MaskedLayerMixin:
         ```
         """
         for weight in self.get_lottery_weights():
-            weight.initial.assign(weight.variable)
+            weight.initial.assign(_copy(weight.variable))
 
     def rewind(self):
         """Resets kernels to `initial * mask` and the bias to its initial value.
@@ -473,7 +489,7 @@ class MaskedLayerMixin:
         for weight in self.get_lottery_weights():
             value = weight.initial
             weight.variable.assign(
-                value if weight.mask is None else ops.multiply(value, weight.mask)
+                _copy(value) if weight.mask is None else ops.multiply(value, weight.mask)
             )
 
     def reinitialize(self, seed):
@@ -510,6 +526,10 @@ class MaskedLayerMixin:
             config = initializer.get_config()
             if "seed" in config:
                 config["seed"] = int(seed) * 1009 + i
+                if keras.backend.backend() != "tensorflow":
+                    # JAX and PyTorch take 32-bit seeds; TensorFlow takes
+                    # 64-bit ones, which the first release's results used.
+                    config["seed"] %= 2**32
             fresh = type(initializer).from_config(config)
             value = fresh(tuple(weight.variable.shape), dtype=weight.variable.dtype)
             if weight.mask is not None:

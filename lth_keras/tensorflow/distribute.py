@@ -32,10 +32,9 @@ import socket
 import tensorflow as tf
 
 from lth_keras import _compat
+from lth_keras.options import STRATEGIES
 
 __all__ = ["STRATEGIES", "fit_scope", "get_strategy", "is_chief", "local_cluster"]
-
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
 def get_strategy(name="default", tpu=None):

@@ -205,3 +205,18 @@ def test_strip_masks_applies_masks_even_after_a_direct_kernel_write():
     stored(layer).assign(np.ones(stored(layer).shape))  # bypasses the masks
     plain = lth_keras.strip_masks(masked)
     assert np.all(plain.get_layer("out").kernel.numpy() == 0)
+
+
+def test_source_and_copies_train_independently(data):
+    # On JAX, a variable assigned from another shares its buffer; training
+    # one model would then delete the other's weights.
+    x, y = data
+    plain = keras.Sequential([keras.Input((12,)), keras.layers.Dense(3, name="fc")])
+    masked = lth_keras.prunable(plain)
+    stripped = lth_keras.strip_masks(masked)
+    before = plain.get_layer("fc").kernel.numpy().copy()
+    for model in (masked, plain, stripped, masked):
+        model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    assert not np.array_equal(plain.get_layer("fc").kernel.numpy(), before)
+    np.testing.assert_array_equal(masked.get_layer("fc").kernel_initial.numpy(), before)

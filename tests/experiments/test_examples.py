@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -25,13 +26,17 @@ TINY = [
 ]
 
 
-def run_example(*args):
-    env = dict(os.environ, TFDS_DATA_DIR=MNIST_DIR, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+CPP_LOG = re.compile(r"^[IWE]\d{4} [\d:.]+ +\d+ |^WARNING: All log messages before absl", re.M)
+
+
+def run_example(*args, returncode=0):
+    env = dict(os.environ, TFDS_DATA_DIR=MNIST_DIR, PYTHONPATH=REPO)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the scripts must be quiet by themselves
     result = subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, env=env, timeout=600
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    assert result.returncode == returncode, result.stderr[-3000:]
+    return result
 
 
 def check_run_dir(run_dir, model, masked_layers, stdout):
@@ -56,10 +61,14 @@ def check_run_dir(run_dir, model, masked_layers, stdout):
 
 @pytest.mark.slow
 def test_lenet_mnist(tmp_path):
-    out = run_example(
+    result = run_example(
         os.path.join(REPO, "examples", "lenet_mnist.py"), *TINY, f"--output_dir={tmp_path}"
     )
-    check_run_dir(tmp_path, "lenet", 3, out)
+    check_run_dir(tmp_path, "lenet", 3, result.stdout)
+    # Quiet: no TensorFlow C++ log lines, no TFDS INFO logs; progress lines (not a TTY).
+    assert not CPP_LOG.search(result.stderr), result.stderr[:2000]
+    assert "Load dataset info" not in result.stderr
+    assert "\nticket round  1 | 4/4 it | val acc " in result.stdout
 
 
 @pytest.mark.slow
@@ -69,11 +78,34 @@ def test_lenet_mnist(tmp_path):
     ids=["conv2", "resnet20"],
 )
 def test_cifar10_examples_with_mock_data(script, model, masked, tmp_path):
-    out = run_example(
+    result = run_example(
         os.path.join(REPO, "tests", "experiments", "mock_cifar10.py"),
         os.path.join(REPO, "examples", script),
         f"--model={model}",
         *TINY,
         f"--output_dir={tmp_path}",
     )
-    check_run_dir(tmp_path, model, masked, out)
+    check_run_dir(tmp_path, model, masked, result.stdout)
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--rate=1.5", "expected a float in (0, 1). Received: rate=1.5"),
+        ("--verbose=3", "--verbose=3"),
+        ("--controls=reinit,bogus", "controls=('reinit', 'bogus')"),
+        ("--layer_rates=fc1=x", "expected NAME=RATE with a number RATE"),
+        ("--eval_every=300", "a divisor of iterations=50000"),
+    ],
+    ids=["rate", "verbose", "controls", "layer-rates", "eval-every"],
+)
+def test_bad_flags_give_one_line(flag, message, tmp_path):
+    result = run_example(
+        os.path.join(REPO, "examples", "lenet_mnist.py"),
+        flag,
+        f"--output_dir={tmp_path}",
+        returncode=1,
+    )
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not os.listdir(tmp_path)  # nothing written
