@@ -178,11 +178,22 @@ def run_from_flags(values):
         logging.set_verbosity(logging.ERROR)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
-    from lth_keras.experiments import runner
-    from lth_keras.tensorflow import distribute
+    import keras
 
-    # A multi-worker strategy must exist before other TensorFlow work.
-    strategy = distribute.get_strategy(flag_values["strategy"], flag_values["tpu"])
+    from lth_keras.experiments import runner
+
+    strategy = None
+    if keras.backend.backend() == "tensorflow":
+        from lth_keras.tensorflow import distribute
+
+        # A multi-worker strategy must exist before other TensorFlow work.
+        strategy = distribute.get_strategy(flag_values["strategy"], flag_values["tpu"])
+    elif flag_values["strategy"] != "default":
+        raise ValueError(
+            "--strategy picks a tf.distribute strategy and needs the TensorFlow backend. "
+            f"Received: --strategy={flag_values['strategy']} with "
+            f"KERAS_BACKEND={keras.backend.backend()}."
+        )
     config = config_from_flags(values)
     run_dir = flag_values["output_dir"] or runner.default_run_dir(config)
     return runner.run(

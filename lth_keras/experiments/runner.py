@@ -27,6 +27,7 @@ rewritten from `progress.json` after every job; TensorBoard files are
 appended to.
 """
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -48,7 +49,6 @@ from lth_keras.experiments.progress import Progress
 from lth_keras.experiments.rundir import RunDir
 from lth_keras.experiments.state import RunState
 from lth_keras.rewind import OptimizerReset
-from lth_keras.tensorflow import distribute
 from lth_keras.tickets import load_ticket, save_ticket
 
 __all__ = ["default_run_dir", "run"]
@@ -73,10 +73,12 @@ def run(config, run_dir=None, *, strategy=None, verbose=1, checkpoint_every=1, f
         config: An `ExperimentConfig`.
         run_dir: The run directory. Defaults to `None`, meaning
             `default_run_dir(config)`.
-        strategy: A `tf.distribute.Strategy` (see `lth_keras.distribute`);
+        strategy: A `tf.distribute.Strategy` (see
+            `lth_keras.tensorflow.distribute`; TensorFlow backend only);
             under a multi-worker strategy every worker runs this same call
             and only the chief writes the run directory. Defaults to `None`
-            (the default strategy).
+            (the default strategy; on JAX, the current
+            `keras.distribution`, e.g. `DataParallel`).
         verbose: `0` silent; `1` live progress of each job (an updating
             line on a terminal, a line per evaluation otherwise), a line per
             finished job and the final table; `2` also a line per evaluation
@@ -102,11 +104,18 @@ def run(config, run_dir=None, *, strategy=None, verbose=1, checkpoint_every=1, f
     rows = run(preset("lenet", rounds=5), "runs/lenet")
     ```
     """
-    with _compat.op_determinism(not config.jit_compile):
+    tensorflow = keras.backend.backend() == "tensorflow"
+    if strategy is not None and not tensorflow:
+        raise ValueError(
+            "`strategy` is a tf.distribute strategy and needs the TensorFlow backend. Received: "
+            f"a strategy with KERAS_BACKEND={keras.backend.backend()!r}. On JAX, set a "
+            "keras.distribution (e.g. DataParallel) instead."
+        )
+    with _compat.op_determinism(tensorflow and not config.jit_compile):
         experiment = Experiment(
             config,
             run_dir or default_run_dir(config),
-            strategy or tf.distribute.get_strategy(),
+            _Placement(strategy),
             verbose,
             checkpoint_every,
         )
@@ -126,16 +135,17 @@ class Experiment:
     patch to simulate crashes).
     """
 
-    def __init__(self, config, run_dir, strategy, verbose, checkpoint_every):
+    def __init__(self, config, run_dir, placement, verbose, checkpoint_every):
         self.config = config
-        self.strategy = strategy
-        self.chief = distribute.is_chief(strategy)
+        self.placement = placement
+        self.chief = placement.chief()
         self.verbose = verbose if self.chief else 0
         self.checkpoint_every = checkpoint_every
         versions = {
             "lth_keras": lth_keras.__version__,
             "keras": keras.__version__,
             "tensorflow": tf.__version__,
+            "backend": keras.backend.backend(),
         }
         # Other workers read the run but write their copies somewhere private.
         write_to = None if self.chief else tempfile.mkdtemp(prefix="lth_keras-worker-")
@@ -178,14 +188,14 @@ class Experiment:
         self._rewind = None  # the rewind point as a Ticket, read once per process
 
     def _new_model(self):
-        with self.strategy.scope():
+        with self.placement.build_scope():
             model = prunable(
                 build_model(self.config.model, self.splits.input_shape, self.splits.num_classes)
             )
             return training.compile_for(model, self.config)
 
     def _scope(self, model):
-        return distribute.fit_scope(model, self.strategy)
+        return self.placement.fit_scope(model)
 
     # Jobs ------------------------------------------------------------------
 
@@ -334,6 +344,34 @@ class Experiment:
             raise RuntimeError(f"Expected the end state of round {round_}, found {end['round']}.")
         self.state.load(end, self.model, pruner=True)
         self._state_round = round_
+
+
+class _Placement:
+    """Where models are built and trained: a tf.distribute strategy, or nothing.
+
+    On the TensorFlow backend this wraps the strategy (the default one when
+    none is given); on other backends there is none, and Keras' own
+    `keras.distribution` (if set) places the model.
+    """
+
+    def __init__(self, strategy):
+        self.strategy = None
+        if keras.backend.backend() == "tensorflow":
+            from lth_keras.tensorflow import distribute
+
+            self._distribute = distribute
+            self.strategy = strategy or tf.distribute.get_strategy()
+
+    def chief(self):
+        return self.strategy is None or self._distribute.is_chief(self.strategy)
+
+    def build_scope(self):
+        return contextlib.nullcontext() if self.strategy is None else self.strategy.scope()
+
+    def fit_scope(self, model):
+        if self.strategy is None:
+            return contextlib.nullcontext()
+        return self._distribute.fit_scope(model, self.strategy)
 
 
 def _job(kind, round_):

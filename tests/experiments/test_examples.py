@@ -29,8 +29,8 @@ TINY = [
 CPP_LOG = re.compile(r"^[IWE]\d{4} [\d:.]+ +\d+ |^WARNING: All log messages before absl", re.M)
 
 
-def run_example(*args, returncode=0):
-    env = dict(os.environ, TFDS_DATA_DIR=MNIST_DIR, PYTHONPATH=REPO)
+def run_example(*args, returncode=0, backend="tensorflow"):
+    env = dict(os.environ, TFDS_DATA_DIR=MNIST_DIR, PYTHONPATH=REPO, KERAS_BACKEND=backend)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the scripts must be quiet by themselves
     result = subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, env=env, timeout=600
@@ -69,6 +69,20 @@ def test_lenet_mnist(tmp_path):
     assert not CPP_LOG.search(result.stderr), result.stderr[:2000]
     assert "Load dataset info" not in result.stderr
     assert "\nticket round  1 | 4/4 it | val acc " in result.stdout
+
+
+@pytest.mark.slow
+def test_lenet_mnist_on_jax(tmp_path):
+    pytest.importorskip("jax")
+    flags = [*TINY, "--jit_compile", f"--output_dir={tmp_path}"]
+    script = os.path.join(REPO, "examples", "lenet_mnist.py")
+    result = run_example(script, *flags, backend="jax")
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["versions"]["backend"] == "jax"
+    check_run_dir(tmp_path, "lenet", 3, result.stdout)
+    # A finished run is not trained again and reports the same table.
+    again = run_example(script, *flags, backend="jax")
+    assert again.stdout.splitlines()[-3:] == result.stdout.splitlines()[-3:]
 
 
 @pytest.mark.slow

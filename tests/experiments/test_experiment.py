@@ -74,7 +74,7 @@ def test_run_writes_every_artifact(finished):
     assert len(events) >= 7 and all(f.startswith("events.out.tfevents") for f in events)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["config"] == preset("lenet", **TINY).to_dict()
-    assert set(config["versions"]) == {"lth_keras", "keras", "tensorflow"}
+    assert set(config["versions"]) == {"lth_keras", "keras", "tensorflow", "backend"}
     rewind = lth_keras.load_ticket(run_dir / "rewind.ticket.npz")
     assert sorted(rewind.rewind) == sorted(
         f"{layer}/{w}" for layer in ("fc1", "fc2", "output") for w in ("kernel", "bias")
