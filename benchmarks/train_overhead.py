@@ -11,6 +11,9 @@ round transition (prune + rewind + optimizer reset) is timed separately.
     TFDS_DATA_DIR=../shared/data/tensorflow_datasets python benchmarks/train_overhead.py
 
 Needs `pip install -e ".[bench]"` for the tfmot baseline (or --notfmot).
+`--backend=jax` (or torch) times Keras 3 on that backend, from NumPy arrays;
+`--mnist_npz=FILE` reads MNIST from an `.npz` (keys `x`, `y`) where TensorFlow
+Datasets is not installed (the GPU machine).
 """
 
 import json
@@ -28,12 +31,23 @@ flags.DEFINE_integer("steps_per_execution", 50, "steps_per_execution of the jit 
 flags.DEFINE_bool("tfmot", True, "Also time tfmot prune_low_magnitude in a tf_keras process.")
 flags.DEFINE_string("worker", "", "Internal: 'tfmot' runs the tf_keras measurement only.")
 flags.DEFINE_string("json_out", "", "Optional path for the results as JSON.")
+flags.DEFINE_enum("backend", "tensorflow", ["tensorflow", "jax", "torch"], "Keras backend.")
+flags.DEFINE_string(
+    "mnist_npz", "", "MNIST train images/labels as .npz (keys x, y), instead of TFDS."
+)
 FLAGS = flags.FLAGS
 
 BATCH, LEARNING_RATE = 60, 1.2e-3
 
 
 def mnist(limit):
+    if FLAGS.mnist_npz:
+        import numpy as np
+
+        with np.load(FLAGS.mnist_npz) as arrays:
+            images, labels = arrays["x"], arrays["y"]
+        images = images.reshape(len(images), -1).astype("float32") / 255.0
+        return images[:limit], labels[:limit]
     import tensorflow_datasets as tfds
 
     images, labels = tfds.as_numpy(
@@ -44,9 +58,17 @@ def mnist(limit):
 
 
 def dataset(x, y):
+    """`fit` arguments for one epoch: a tf.data pipeline on TensorFlow, arrays elsewhere."""
+    if FLAGS.backend != "tensorflow":
+        return {"x": x, "y": y, "batch_size": BATCH, "shuffle": False}
     import tensorflow as tf
 
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH).cache().prefetch(2)
+    # No autotuning: its thread's doubling sleeps end every epoch on a 5.12 s
+    # or 10.24 s boundary (see BUILD.md), which would swamp the ratios.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH).cache().prefetch(2)
+    return {"x": dataset.with_options(options)}
 
 
 def lenet(layers):
@@ -105,8 +127,8 @@ def keras3_runs(data, settings):
     # round ends inside the timed epochs (transitions are timed separately).
     pruner = lth_keras.LotteryPruner(rate=0.2, epochs_per_round=10**6)
     return {
-        "keras": lambda: plain.fit(data, epochs=1, verbose=0),
-        "lth_keras": lambda: masked.fit(data, epochs=1, verbose=0, callbacks=[pruner]),
+        "keras": lambda: plain.fit(**data, epochs=1, verbose=0),
+        "lth_keras": lambda: masked.fit(**data, epochs=1, verbose=0, callbacks=[pruner]),
     }
 
 
@@ -122,7 +144,7 @@ def round_transition_ms(data):
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     pruner = lth_keras.LotteryPruner(rate=0.2)
-    model.fit(data.take(10), epochs=1, verbose=0, callbacks=[pruner])
+    model.fit(**data, epochs=1, steps_per_epoch=10, verbose=0, callbacks=[pruner])
     times = []
     for _ in range(5):
         pruner.on_train_end()  # the round's fit() ended...
@@ -153,8 +175,8 @@ def tfmot_runs(data, settings):
     plain, pruned = build(False), build(True)
     step = tfmot.sparsity.keras.UpdatePruningStep()
     return {
-        "tf_keras": lambda: plain.fit(data, epochs=1, verbose=0),
-        "tfmot": lambda: pruned.fit(data, epochs=1, verbose=0, callbacks=[step]),
+        "tf_keras": lambda: plain.fit(**data, epochs=1, verbose=0),
+        "tfmot": lambda: pruned.fit(**data, epochs=1, verbose=0, callbacks=[step]),
     }
 
 
@@ -189,6 +211,7 @@ SETTINGS = {}
 
 def main(argv):
     del argv
+    os.environ["KERAS_BACKEND"] = FLAGS.backend  # before Keras is imported
     SETTINGS.update(
         {
             "default": {},
@@ -206,7 +229,12 @@ def main(argv):
     for label, settings in SETTINGS.items():
         results["keras3"][label] = time_interleaved(keras3_runs(data, settings), FLAGS.repeats)
     results["round_transition_ms"] = round_transition_ms(data)
-    results["tfmot"] = run_tfmot_process() if FLAGS.tfmot else {"error": "skipped (--notfmot)"}
+    if FLAGS.backend != "tensorflow":
+        results["tfmot"] = {"error": f"not on {FLAGS.backend} (tfmot is tf_keras only)"}
+    elif FLAGS.tfmot:
+        results["tfmot"] = run_tfmot_process()
+    else:
+        results["tfmot"] = {"error": "skipped (--notfmot)"}
     print_table(results)
     if FLAGS.json_out:
         with open(FLAGS.json_out, "w") as f:
@@ -226,8 +254,11 @@ def _cells(times, base, other):
 
 
 def print_table(results):
+    import keras
+
     print(
-        f"\nLeNet-300-100, MNIST, batch {BATCH}, {FLAGS.train_examples} images/epoch; "
+        f"\nKeras {keras.__version__} on {keras.backend.backend()}; "
+        f"LeNet-300-100, MNIST, batch {BATCH}, {FLAGS.train_examples} images/epoch; "
         f"medians of {FLAGS.repeats} epochs in seconds, wall clock and CPU (all threads)"
     )
     ours = "".join(f"{name:>7}" for name in ("keras", "lth", "ratio") * 2)

@@ -33,6 +33,7 @@ for _ in range(5):
 
 from lth_keras import analysis, callbacks, layers, masks, pruning, schedules
 from lth_keras.callbacks import LotteryPruner
+from lth_keras.compact import compact
 from lth_keras.convert import prunable, strip_masks
 from lth_keras.layers import (
     MaskedConv1D,
@@ -80,6 +81,7 @@ __all__ = [
     "analysis",
     "apply_masks",
     "callbacks",
+    "compact",
     "get_masks",
     "layers",
     "load_ticket",

@@ -1,7 +1,7 @@
 """Shared fixtures, and the split between backend-neutral and TensorFlow tests.
 
 `tests/core` holds the backend-neutral tests: they run on every Keras
-backend (`KERAS_BACKEND=jax python -m pytest tests/core`). `tests/tensorflow`
+backend (`KERAS_BACKEND=jax python -m pytest tests/core`). `tests/tf_backend`
 (export, tf.distribute) and `tests/experiments` (the TFDS-based harness) need
 the TensorFlow backend and are skipped on others.
 """
@@ -18,7 +18,7 @@ from helpers import MNIST_DIR, Probe  # noqa: E402, F401  (sets TFDS_DATA_DIR)
 BACKEND = keras.backend.backend()
 
 if BACKEND != "tensorflow":
-    collect_ignore = ["tensorflow", "experiments"]
+    collect_ignore = ["tf_backend", "experiments"]
 
 
 def pytest_configure(config):

@@ -106,3 +106,8 @@ def kernel_gradients(layer, x):
         index = {id(v): i for i, v in enumerate(layer.trainable_variables)}
         return [np.asarray(grads[index[id(v)]]) for v in kernels]
     raise NotImplementedError(f"No gradient helper for the {backend} backend.")
+
+
+def pythonpath():
+    """PYTHONPATH for child processes: this checkout first, then the caller's."""
+    return os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)

@@ -15,6 +15,7 @@ from lth_keras import masks as masks_lib
 from lth_keras import pruning
 from lth_keras.callbacks.resets import ResetContext, get_reset
 from lth_keras.options import check_int, check_pruning_options
+from lth_keras.pruning import early_bird as early_bird_lib
 from lth_keras.rewind import OptimizerReset, WeightSnapshot
 
 __all__ = ["LotteryPruner"]
@@ -27,6 +28,12 @@ def _seed_from_weights(model):
         kernel = keras.ops.convert_to_numpy(weight.initial)
         digest = zlib.crc32(kernel.tobytes(), digest)
     return digest
+
+
+def _kernel_layout(layer, attr, is_output):
+    """A kernel's `KernelLayout`, from its layer's `kernel_axes` (none: unknown)."""
+    axes = getattr(layer, "kernel_axes", {}).get(attr, (None, None))
+    return pruning.KernelLayout(*axes, is_output=is_output, layer_type=type(layer).__name__)
 
 
 class LotteryPruner(keras.callbacks.Callback):
@@ -82,6 +89,20 @@ class LotteryPruner(keras.callbacks.Callback):
     `round`, `weights_remaining`, `layers` (fraction per kernel), `epochs`
     and `logs` (the round's last epoch logs).
 
+    With `early_bird`, every epoch end of a round that will be followed by
+    another computes the mask pruning would give now (the same maths, not
+    applied, random draws untouched) and its normalised Hamming distance to
+    the masks of the previous `window - 1` epochs of the round, over the
+    weights unpruned when the round began. When all are at most `threshold`
+    the round's mask is drawn: with one round per `fit`, training stops
+    (`model.stop_training`) and the next `fit` prunes and resets as usual;
+    with `epochs_per_round`, the next round starts at the next epoch. Logs
+    gain `early_bird_distance` (the largest distance to the previous masks,
+    NaN at a round's first epoch and where no round follows), and each
+    history entry an `early_bird` dict: `epoch` (of the round) and
+    `iteration` (the optimizer's) at which the mask was drawn (`None` if it
+    was not), and `distances` (one list per epoch, oldest mask first).
+
     Masks, weights and optimizer state are only read and written between
     steps, as variables, so the train step is traced once, with
     `jit_compile=True` and `steps_per_execution > 1` too, and the callback
@@ -102,12 +123,19 @@ class LotteryPruner(keras.callbacks.Callback):
         exclude: Layer names or type names never pruned. Defaults to `()`.
         scope: `"layerwise"` or `"global"`. Defaults to `"layerwise"`.
         method: The pruning score: `"magnitude"`, `"random"` (the control
-            that prunes the same number of weights per kernel at random) or
-            a `lth_keras.pruning.Score`. Defaults to `"magnitude"`.
+            that prunes the same number of weights per kernel at random),
+            `"synflow"`, a `lth_keras.pruning.Score` such as
+            `lth_keras.pruning.Snip(data=(x, y))` or `GraSP(data=(x, y))`
+            (scores on data need it given), or another `Score`. The pruner
+            binds the score to its model. Defaults to `"magnitude"`.
         reset: `"rewind"`, `"lr_rewind"`, `"finetune"`, `"reinit"` (see
             above) or a `lth_keras.callbacks.Reset`. Defaults to `"rewind"`.
-        structure: The sparsity structure: `"unstructured"` or a
-            `lth_keras.pruning.Structure`. Defaults to `"unstructured"`.
+        structure: The sparsity structure: `"unstructured"`, `"units"`
+            (whole units/filters; the last layer keeps its units),
+            `"block:1x4"`, `"block:1x16"` (blocks along the input axis),
+            `"N:M"` such as `"2:4"`, or a `lth_keras.pruning.Structure`
+            (see `lth_keras.pruning.structured`). Defaults to
+            `"unstructured"`.
         rewind_epoch: Late resetting: rewind to the end of this epoch of
             round 0. Defaults to `0`.
         rewind_iteration: Late resetting: rewind to this optimizer step of
@@ -119,6 +147,11 @@ class LotteryPruner(keras.callbacks.Callback):
         target_sparsity: Stop pruning once at least this fraction of
             prunable weights is pruned, in (0, 1); the last round may go past
             it. Defaults to `None`.
+        early_bird: End a round early once its mask stops changing
+            (early-bird tickets, You et al. 2020): a
+            `lth_keras.pruning.EarlyBird(window, threshold)`, `True` for
+            `EarlyBird()` (window 5, threshold 0.1), or `None`. See below.
+            Defaults to `None`.
         seed: Seed for `method="random"` and `reset="reinit"`. Defaults to
             `None`: a seed derived from the model's initial kernels, so every
             worker of a multi-worker run draws the same random masks.
@@ -161,6 +194,7 @@ class LotteryPruner(keras.callbacks.Callback):
         epochs_per_round=None,
         max_rounds=None,
         target_sparsity=None,
+        early_bird=None,
         seed=None,
         verbose=0,
     ):
@@ -168,6 +202,14 @@ class LotteryPruner(keras.callbacks.Callback):
         self.method = pruning.get_score(method)
         self.reset = get_reset(reset)
         self.structure = pruning.get_structure(structure)
+        if early_bird is True:
+            early_bird = pruning.EarlyBird()
+        if early_bird is not None and not isinstance(early_bird, pruning.EarlyBird):
+            raise ValueError(
+                "Received an invalid value for `early_bird`, expected None, True or a "
+                f"lth_keras.pruning.EarlyBird. Received: early_bird={early_bird!r}"
+            )
+        self.early_bird = early_bird
         check_pruning_options(
             rate=rate,
             output_rate=output_rate,
@@ -212,8 +254,16 @@ class LotteryPruner(keras.callbacks.Callback):
         self._iteration0 = 0
         self._remaining = 1.0
         self._rng = np.random.default_rng(seed)  # seed=None: replaced in _start
+        self._early_round = None  # the round `_early_recent` belongs to
+        self._early_recent = []  # candidate masks of its last epochs
 
     # Keras hooks -----------------------------------------------------------
+
+    def set_model(self, model):
+        super().set_model(model)
+        bind = getattr(self.method, "bind", None)
+        if bind is not None:
+            bind(model)  # scores that need the model (SNIP, GraSP, SynFlow)
 
     def on_train_begin(self, logs=None):
         layers = masks_lib.masked_layers(self.model)
@@ -262,11 +312,40 @@ class LotteryPruner(keras.callbacks.Callback):
             logs["pruning_round"] = self.round
         entry = self.history[-1]
         entry["epochs"] += 1
+        if self.early_bird is not None:
+            self._watch_early_bird(entry, logs)
         entry["logs"] = {k: float(v) for k, v in (logs or {}).items()}
         if self.epochs_per_round and self._epochs_in_round == self.epochs_per_round:
             if not self._can_prune():
                 self.model.stop_training = True
                 self._say(f"round {self.round} was the last; stopping training.")
+
+    def _watch_early_bird(self, entry, logs):
+        record = entry.setdefault("early_bird", {"epoch": None, "iteration": None, "distances": []})
+        if self._early_round != self.round:
+            self._early_round, self._early_recent = self.round, []
+        distances, drawn = [], record["epoch"] is not None
+        if self._can_prune() and not drawn:
+            masks = masks_lib.get_masks(self.model)
+            rng_state = self._rng.bit_generator.state  # the candidate draws nothing
+            candidate = self._prune(masks_lib.get_kernels(self.model), masks)
+            self._rng.bit_generator.state = rng_state
+            self._early_recent, distances, drawn = self.early_bird.observe(
+                self._early_recent, candidate, masks
+            )
+            record["distances"].append(distances)
+            drawn = drawn and self._rewind_step is not None
+            if drawn:
+                record["epoch"] = entry["epochs"]
+                record["iteration"] = self._optimizer_reset.iterations()
+                self._say(f"round {self.round}: early-bird mask drawn at epoch {entry['epochs']}.")
+        if logs is not None:
+            logs["early_bird_distance"] = max(distances) if distances else float("nan")
+        if drawn:
+            if self.epochs_per_round:
+                self._epochs_in_round = self.epochs_per_round  # the next epoch prunes
+            else:
+                self.model.stop_training = True
 
     def on_train_end(self, logs=None):
         self._round_trained = True
@@ -301,6 +380,10 @@ class LotteryPruner(keras.callbacks.Callback):
             "iteration0": self._iteration0,
             "remaining": self._remaining,
             "rng": self._rng.bit_generator.state,
+            "early_bird": {
+                "round": self._early_round,
+                "recent": early_bird_lib.pack_recent(self._early_recent),
+            },
             "snapshot": None if self._snapshot is None else dict(self._snapshot.values),
         }
 
@@ -331,6 +414,9 @@ class LotteryPruner(keras.callbacks.Callback):
         self._iteration0 = int(state["iteration0"])
         self._remaining = float(state["remaining"])
         self._rng.bit_generator.state = state["rng"]
+        early = state.get("early_bird") or {"round": None, "recent": []}
+        self._early_round = early["round"]
+        self._early_recent = early_bird_lib.unpack_recent(early["recent"])
         snapshot = state["snapshot"]
         self._snapshot = None if snapshot is None else WeightSnapshot.from_values(snapshot)
 
@@ -397,12 +483,14 @@ class LotteryPruner(keras.callbacks.Callback):
         self._say(f"round {self.round}: {self._remaining:.2%} of weights remain ({layers}).")
 
     def _prune(self, kernels, old):
-        rates = {}
-        for key, layer, _ in masks_lib.prunable_entries(self.model):
+        rates, layouts = {}, {}
+        entries = masks_lib.prunable_entries(self.model)
+        for key, layer, weight in entries:
             if layer.name in self._rates:
                 rates[key] = self._rates[layer.name]
+            layouts[key] = _kernel_layout(layer, weight.name, is_output=layer is entries[-1][1])
         pooled = self.rate if self.scope == "global" else None
-        targets = pruning.PruneTargets(rates, pooled)
+        targets = pruning.PruneTargets(rates, pooled, layouts)
         return self.method.prune(kernels, old, targets, self.structure, self._rng)
 
     def _reset_weights(self):

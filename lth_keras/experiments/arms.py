@@ -18,7 +18,17 @@ from lth_keras import pruning
 from lth_keras._registry import Policy, Registry
 from lth_keras.callbacks import get_reset
 
-__all__ = ["ARMS", "CONTROLS", "Arm", "RandomMask", "Reinit", "Ticket", "schedule"]
+__all__ = [
+    "ARMS",
+    "CONTROLS",
+    "Arm",
+    "PruneFineTune",
+    "RandomMask",
+    "Reinit",
+    "Shuffle",
+    "Ticket",
+    "schedule",
+]
 
 
 class Arm(Policy):
@@ -55,7 +65,7 @@ class Arm(Policy):
         """Whether the arm's weights come from the rewind point."""
         return get_reset(config.reset).rewinds
 
-    def prepare(self, model, ticket_masks, config, round_):
+    def prepare(self, model, ticket_masks, config, round_, trained=None):
         """Sets a control's masks and weights; the model holds the rewind point.
 
         Args:
@@ -64,8 +74,14 @@ class Arm(Policy):
             ticket_masks: The ticket's masks at `round_`.
             config: The `ExperimentConfig`.
             round_: The round.
+            trained: For arms whose `needs_trained()`, the ticket of round
+                `round_ - 1` as a `lth_keras.Ticket` (its trained weights).
         """
         raise NotImplementedError
+
+    def needs_trained(self):
+        """Whether `prepare` needs the previous round's trained ticket."""
+        return False
 
 
 ARMS = Registry("control", Arm)
@@ -89,7 +105,7 @@ class Reinit(Arm):
     def rewinds(self, config):
         return False
 
-    def prepare(self, model, ticket_masks, config, round_):
+    def prepare(self, model, ticket_masks, config, round_, trained=None):
         masks_lib.set_masks(model, ticket_masks)
         seed = int(self.seed(config, round_)[0])
         for i, layer in enumerate(masks_lib.masked_layers(model)):
@@ -107,9 +123,57 @@ class RandomMask(Arm):
     label = "random mask"
     seed_key = 2  # the value of the first release, so its results reproduce
 
-    def prepare(self, model, ticket_masks, config, round_):
+    def prepare(self, model, ticket_masks, config, round_, trained=None):
         rng = np.random.default_rng(self.seed(config, round_))
         masks_lib.set_masks(model, pruning.random_masks_like(ticket_masks, rng))
+
+
+@ARMS.register("pft")
+class PruneFineTune(Arm):
+    """Pruning & fine-tuning (Liu et al., ICML 2021): the ticket's mask on trained weights.
+
+    At round `r`, the mask of the ticket of round `r` applied to the weights
+    round `r - 1` trained (every weight, as trained), then trained for
+    `iterations` steps from step 0: the learning-rate schedule and the
+    optimizer restart. Same mask, budget, evaluation and early stopping as
+    the ticket.
+    """
+
+    label = "prune & fine-tune"
+    seed_key = 4
+
+    def rewinds(self, config):
+        return False
+
+    def prepare(self, model, ticket_masks, config, round_, trained=None):
+        trained.apply(model, weights="final")
+        masks_lib.set_masks(model, ticket_masks)
+
+    def needs_trained(self):
+        return True
+
+
+@ARMS.register("shuffle")
+class Shuffle(Arm):
+    """The ticket's mask shuffled within each layer, on the rewind weights.
+
+    The sanity check of Frankle et al. (ICLR 2021) and Su et al. (NeurIPS
+    2020): shuffling the kept positions within each kernel keeps only the
+    per-layer sparsity. Masks found at initialisation (SNIP, GraSP,
+    SynFlow) are reported to survive it; IMP tickets are not. For an
+    unstructured ticket the shuffled mask has the same distribution as the
+    `"random"` arm's (a uniformly random mask with the ticket's per-layer
+    counts); the arms differ in their seeds and in intent: this one names
+    the shuffle check. A structured ticket (units, blocks, N:M) loses its
+    structure, since single entries are shuffled.
+    """
+
+    label = "shuffled mask"
+    seed_key = 3
+
+    def prepare(self, model, ticket_masks, config, round_, trained=None):
+        rng = np.random.default_rng(self.seed(config, round_))
+        masks_lib.set_masks(model, pruning.shuffle_masks(ticket_masks, rng))
 
 
 #: The arms `ExperimentConfig.controls` accepts.

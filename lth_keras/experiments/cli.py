@@ -7,6 +7,7 @@ Conv-4 preset with 5 rounds. List values are comma-separated
 """
 
 import dataclasses
+import sys
 import warnings
 
 from absl import flags, logging
@@ -65,8 +66,11 @@ def define_flags(models):
     flags.DEFINE_integer("test_examples", None, "Use only this many test images.")
     flags.DEFINE_bool("augment", None, "Random crops and flips (CIFAR-10).")
     flags.DEFINE_integer("seed", None, "Seed for weights, data order and controls.")
-    flags.DEFINE_bool("jit_compile", None, "Compile train steps with XLA.")
-    flags.DEFINE_integer("steps_per_execution", None, "Train steps per compiled call.")
+    flags.DEFINE_list("overlap_ps", None, "Fractions p of the overlap ratio R_p, e.g. 0.1,0.2.")
+    flags.DEFINE_bool("jit_compile", None, "Compile with XLA (default; --nojit_compile: graphs).")
+    flags.DEFINE_integer(
+        "steps_per_execution", None, "Train steps per compiled call (default: up to 100)."
+    )
     flags.DEFINE_enum(
         "strategy",
         "default",
@@ -84,6 +88,7 @@ def define_flags(models):
         lower_bound=0,
         upper_bound=2,
     )
+    flags.DEFINE_bool("debug", False, "Show tracebacks of errors, not just their one-line message.")
     flags.DEFINE_bool(
         "tf_logs",
         False,
@@ -120,6 +125,15 @@ def _pairs(values):
     return tuple(pairs)
 
 
+def _fractions(values):
+    try:
+        return tuple(float(v) for v in values)
+    except ValueError:
+        raise ValueError(
+            f"Received an invalid value for `overlap_ps`, expected numbers. Received: {values}"
+        ) from None
+
+
 def config_from_flags(values):
     """The preset named by `--model`, changed by every flag that is set.
 
@@ -144,6 +158,7 @@ def config_from_flags(values):
         "exclude": tuple,
         "controls": lambda names: tuple(c for c in names if c != "none"),
         "lr_boundaries": lambda steps: tuple(int(b) for b in steps),
+        "overlap_ps": _fractions,
     }
     overrides = {}
     for field in dataclasses.fields(ExperimentConfig):
@@ -154,9 +169,13 @@ def config_from_flags(values):
 
 
 def run_from_flags(values):
-    """Runs (or resumes) the experiment the flags describe.
+    """Runs (or resumes) the experiment the flags describe; errors as one line.
 
-    The flag values are saved as `flags.json` in the run directory.
+    The flag values are saved as `flags.json` in the run directory. An
+    error a user can act on (a bad value, a full disk, a run directory in
+    use, missing data, a damaged file) is printed as one line, `error: ...`,
+    and the process exits with status 1 (130 when interrupted); `--debug`
+    shows the traceback instead.
 
     Args:
         values: `absl.flags.FLAGS` (parsed).
@@ -178,6 +197,31 @@ def run_from_flags(values):
         logging.set_verbosity(logging.ERROR)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
+    if flag_values["debug"]:
+        return _run(values, flag_values)
+    from lth_keras.experiments.rundir import CorruptRunError, RunDirInUseError
+
+    try:
+        return _run(values, flag_values)
+    except KeyboardInterrupt:
+        _fail("interrupted. Run the same command again to resume where it stopped.", 130)
+    except (OSError, ValueError, CorruptRunError, RunDirInUseError) as error:
+        message = str(error) or repr(error)
+        if isinstance(error, OSError) and not isinstance(error, FileNotFoundError):
+            message += (
+                ". Fix this (free space, permissions) and run the same command again: "
+                "the run resumes from its last complete checkpoint."
+            )
+        _fail(message, 1)
+
+
+def _fail(message, status):
+    sys.stdout.flush()
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
+def _run(values, flag_values):
     import keras
 
     from lth_keras.experiments import runner

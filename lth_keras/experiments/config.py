@@ -9,6 +9,7 @@ directories. `PRESETS` holds the settings of Figure 2 of Frankle & Carbin
 import dataclasses
 import hashlib
 import json
+import math
 
 from lth_keras.callbacks import RESETS as _RESET_POLICIES
 from lth_keras.callbacks import get_reset
@@ -67,9 +68,11 @@ class ExperimentConfig:
             rewind to this step and train from it to `iterations`; a multiple
             of `eval_every` and of `steps_per_execution`. Defaults to `0`.
         controls: Controls trained at every round with the ticket's
-            sparsity: `"reinit"` (ticket mask, new random weights) and
-            `"random"` (random mask, the ticket's initial weights). Defaults
-            to `()`.
+            sparsity: `"reinit"` (ticket mask, new random weights),
+            `"random"` (random mask, the ticket's initial weights) and
+            `"pft"` (pruning & fine-tuning: the ticket's mask on the weights
+            the previous round trained, trained again from step 0); see
+            `lth_keras.experiments.arms`. Defaults to `()`.
         iterations: Training steps per round. Defaults to `50000`.
         eval_every: Steps between validation evaluations. Defaults to `1000`.
         batch_size: Defaults to `60`.
@@ -93,10 +96,23 @@ class ExperimentConfig:
         test_examples: Use only this many test images. Defaults to `None`.
         augment: Random crops and flips (CIFAR-10 only). Defaults to `False`.
         seed: Seeds weights, data order and controls. Defaults to `0`.
-        jit_compile: Compile train steps with XLA. Without it, runs enable
-            TensorFlow's op determinism (which Keras does not combine with
-            XLA), so a seed gives the same numbers again. Defaults to `False`.
-        steps_per_execution: Defaults to `1`.
+        overlap_ps: The fractions `p` of the overlap ratio R_p (Liu et al.
+            2021) recorded for every job, between the weights it starts from
+            and its trained weights. Defaults to `(0.1, 0.2, 0.3, 0.4, 0.5)`.
+        jit_compile: Compile train and evaluation steps with XLA, about 2x
+            faster on a CPU than TensorFlow graphs. XLA gives the same numbers
+            for the same seed on the same machine, and after a resume (both
+            tested); without it, TensorFlow runs enable TensorFlow's op
+            determinism (which Keras does not combine with XLA) for the same
+            guarantee. Defaults to `None`: XLA, except under
+            `MultiWorkerMirroredStrategy`, where TensorFlow 2.21 crashes with
+            it (a double free while collecting garbage).
+        steps_per_execution: Train steps per compiled call. Defaults to
+            `None`: the largest divisor of `eval_every` (and of
+            `rewind_iteration`, when set) up to 100, the fastest setting
+            measured on LeNet-300-100 (see BUILD.md); 1 under
+            `MultiWorkerMirroredStrategy`, whose multi-step train function
+            fails in Keras 3.15.
 
     Raises:
         ValueError: For a value outside its allowed range or set.
@@ -135,12 +151,13 @@ class ExperimentConfig:
     test_examples: int | None = None
     augment: bool = False
     seed: int = 0
-    jit_compile: bool = False
-    steps_per_execution: int = 1
+    overlap_ps: tuple = (0.1, 0.2, 0.3, 0.4, 0.5)
+    jit_compile: bool | None = None
+    steps_per_execution: int | None = None
 
     def __post_init__(self):
         # Lists from JSON or flags become tuples, so configs stay hashable.
-        for name in ("layer_rates", "exclude", "controls", "lr_boundaries"):
+        for name in ("layer_rates", "exclude", "controls", "lr_boundaries", "overlap_ps"):
             value = getattr(self, name)
             if isinstance(value, str):  # one name, not its characters
                 value = (value,)
@@ -168,10 +185,16 @@ class ExperimentConfig:
             ("warmup_iterations", 0),
             ("validation_examples", 1),
             ("seed", 0),
-            ("steps_per_execution", 1),
         ):
             check_int(getattr(self, name), name, minimum)
-        for name in ("train_examples", "test_examples"):
+        if not self.overlap_ps or not all(
+            not isinstance(p, bool) and isinstance(p, (int, float)) and 0 < p <= 1
+            for p in self.overlap_ps
+        ):
+            _fail("overlap_ps", self.overlap_ps, "a non-empty list of floats in (0, 1]")
+        if self.jit_compile not in (None, True, False):
+            _fail("jit_compile", self.jit_compile, "True, False or None (automatic)")
+        for name in ("train_examples", "test_examples", "steps_per_execution"):
             check_int(getattr(self, name), name, 1, allow_none=True)
         if self.iterations % self.eval_every:
             _fail("eval_every", self.eval_every, f"a divisor of iterations={self.iterations}")
@@ -181,12 +204,15 @@ class ExperimentConfig:
                 self.rewind_iteration,
                 f"an int below iterations={self.iterations}",
             )
-        for name in ("eval_every", "steps_per_execution"):
-            if self.rewind_iteration % getattr(self, name):
+        for name, value in (
+            ("eval_every", self.eval_every),
+            ("steps_per_execution", self.execution_steps),
+        ):
+            if self.rewind_iteration % value:
                 _fail(
                     "rewind_iteration",
                     self.rewind_iteration,
-                    f"a multiple of {name}={getattr(self, name)} (rounds restart there)",
+                    f"a multiple of {name}={value} (rounds restart there)",
                 )
         reset = get_reset(self.reset)
         check_pruning_options(
@@ -208,6 +234,22 @@ class ExperimentConfig:
             _fail("lr_boundaries", self.lr_boundaries, "strictly increasing steps")
         if self.augment and self.dataset != "cifar10":
             _fail("augment", self.augment, "False unless dataset='cifar10' (crops and flips)")
+
+    @property
+    def execution_steps(self):
+        """`steps_per_execution`, or the default it stands for when `None`.
+
+        Example:
+
+        ```python
+        ExperimentConfig(eval_every=1000).execution_steps  # 100
+        ExperimentConfig(iterations=112480, eval_every=2812).execution_steps  # 76
+        ```
+        """
+        if self.steps_per_execution is not None:
+            return self.steps_per_execution
+        period = math.gcd(self.eval_every, self.rewind_iteration)  # gcd(n, 0) == n
+        return max(d for d in range(1, min(period, 100) + 1) if period % d == 0)
 
     def to_dict(self):
         """Returns the config as a JSON-ready dict.

@@ -11,6 +11,7 @@ control trained at that round's sparsity. Rows are plain dicts with `round`,
 import csv
 import io
 import json
+import re
 import statistics
 
 from lth_keras.experiments.arms import ARMS
@@ -90,7 +91,7 @@ def jsonl_text(rows):
 
 
 def csv_text(rows):
-    """Rows as CSV: the scalar fields, then one `remaining:<kernel>` column each.
+    """Rows as CSV: the scalar fields, R_p per `p`, then one `remaining:<kernel>` column each.
 
     Example:
 
@@ -100,14 +101,23 @@ def csv_text(rows):
     """
     rows = sort_rows(rows)
     kernels = sorted({key for row in rows for key in row["layers"]})
+    overlaps = overlap_keys(rows)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*_SCALARS, *(f"remaining:{k}" for k in kernels)])
+    writer.writerow([*_SCALARS, *overlaps, *(f"remaining:{k}" for k in kernels)])
     for row in rows:
         writer.writerow(
-            [row[key] for key in _SCALARS] + [row["layers"].get(k, "") for k in kernels]
+            [row[key] for key in _SCALARS]
+            + [row.get(key, "") for key in overlaps]
+            + [row["layers"].get(k, "") for k in kernels]
         )
     return out.getvalue()
+
+
+def overlap_keys(rows):
+    """The R_p keys (`"overlap@0.1"`, ...) present in rows, by increasing `p`."""
+    keys = {key for row in rows for key in row if re.fullmatch(r"overlap@[\d.]+", key)}
+    return sorted(keys, key=lambda key: float(key.split("@")[1]))
 
 
 def summarize(runs):
@@ -132,6 +142,7 @@ def summarize(runs):
     for rows in runs:
         for row in rows:
             groups.setdefault((row["round"], row["kind"]), []).append(row)
+    overlaps = overlap_keys([row for rows in runs for row in rows])
     summary = []
     for (round_, kind), group in sorted(
         groups.items(), key=lambda g: (g[0][0], _kinds().index(g[0][1]))
@@ -142,8 +153,10 @@ def summarize(runs):
             "n": len(group),
             "weights_remaining": statistics.mean(r["weights_remaining"] for r in group),
         }
-        for metric in ("test_accuracy_es", "test_accuracy_final", "es_iteration"):
-            values = [r[metric] for r in group]
+        for metric in ("test_accuracy_es", "test_accuracy_final", "es_iteration", *overlaps):
+            values = [r[metric] for r in group if metric in r]
+            if not values:
+                continue
             entry[metric] = statistics.mean(values)
             entry[f"{metric}_min"], entry[f"{metric}_max"] = min(values), max(values)
         summary.append(entry)
@@ -302,12 +315,13 @@ def job_line(row):
     )
 
 
-def write_reports(run_dir, rows):
+def write_reports(run_dir, rows, plots=True):
     """Writes `metrics.csv`, `metrics.jsonl`, `summary.txt` and the plots of a run.
 
     Args:
         run_dir: The run's `RunDir`.
         rows: Every finished job's row.
+        plots: Whether to draw the plots too. Defaults to `True`.
 
     Example:
 
@@ -318,5 +332,72 @@ def write_reports(run_dir, rows):
     run_dir.write_bytes("metrics.csv", csv_text(rows).encode())
     run_dir.write_bytes("metrics.jsonl", jsonl_text(rows).encode())
     run_dir.write_bytes("summary.txt", table(sort_rows(rows)).encode())
+    if not plots:
+        return
     for metric, name in (("test_accuracy_es", "accuracy"), ("es_iteration", "early_stopping")):
         run_dir.save_with(f"plots/{name}.png", lambda path, metric=metric: plot(rows, metric, path))
+    if overlap_keys(rows):
+        run_dir.save_with("plots/overlap.png", lambda path: plot_overlap(rows, path))
+
+
+def plot_overlap(rows, path):
+    """Plots R_p against the percentage of weights remaining, one panel per `p`, as a PNG.
+
+    Each panel has a line per arm (ticket, controls) and the line R_p = p
+    that independent weights would give (Liu et al. 2021). With rows from
+    `summarize`, error bars show the min and max over runs.
+
+    Args:
+        rows: Rows of one run, or the output of `summarize`.
+        path: Output PNG path.
+
+    Raises:
+        ValueError: If no row holds R_p.
+
+    Example:
+
+    ```python
+    plot_overlap(rows, "plots/overlap.png")
+    ```
+    """
+    keys = overlap_keys(rows)
+    if not keys:
+        raise ValueError("Received rows without R_p values (keys 'overlap@<p>').")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, panels = pyplot.subplots(
+        1, len(keys), figsize=(3.2 * len(keys), 3.4), dpi=100, sharey=True, squeeze=False
+    )
+    levels = sorted({100 * r["weights_remaining"] for r in rows}, reverse=True)
+    for axes, key in zip(panels[0], keys, strict=True):
+        p = float(key.split("@")[1])
+        for kind in _kinds():
+            points = sorted(
+                (r for r in rows if r["kind"] == kind and key in r),
+                key=lambda r: -r["weights_remaining"],
+            )
+            if not points:
+                continue
+            x = [100 * r["weights_remaining"] for r in points]
+            y = [r[key] for r in points]
+            if f"{key}_min" in points[0]:
+                low = [r[key] - r[f"{key}_min"] for r in points]
+                high = [r[f"{key}_max"] - r[key] for r in points]
+                axes.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label=_label(kind))
+            else:
+                axes.plot(x, y, marker="o", label=_label(kind))
+        axes.axhline(p, color="gray", linestyle="--", label="R_p = p")
+        axes.set_xscale("log")
+        _label_levels(axes, levels, most=8)
+        axes.invert_xaxis()
+        axes.set_title(f"p = {p:g}")
+        axes.set_xlabel("percent of weights remaining")
+        axes.grid(True, which="both", alpha=0.3)
+    panels[0][0].set_ylabel("R_p(start, trained)")
+    panels[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    pyplot.close(figure)

@@ -10,21 +10,98 @@ truncated or corrupted file raises `CorruptRunError` instead of being used.
 """
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
 import os
+import socket
+import sys
+import time
 
 import numpy as np
 
-from lth_keras._io import atomic_write
+from lth_keras._io import WriteError, atomic_write, render_to_bytes
 from lth_keras._io import sha256_file as _sha256
 
-__all__ = ["CorruptRunError", "RunDir"]
+__all__ = ["CorruptRunError", "RunDir", "RunDirInUseError", "WriteError"]
 
 
 class CorruptRunError(RuntimeError):
     """A file of a run directory is missing, truncated or altered."""
+
+
+class RunDirInUseError(RuntimeError):
+    """Another live process runs in this run directory."""
+
+
+_LOCK = "lock"
+_held = {}  # run directory -> [file descriptor, holders in this process]
+
+
+def _describe(holder):
+    if not isinstance(holder, dict):
+        return "another process"
+    command = " ".join(holder.get("argv", []))[:200]
+    return (
+        f"process {holder.get('pid')} on {holder.get('host')} (started "
+        f"{holder.get('started')}{': ' + command if command else ''})"
+    )
+
+
+def _acquire(path):
+    """Takes the run directory's lock for this process (re-entrant within it).
+
+    The lock is an exclusive `flock` on `<path>/lock`, which the kernel
+    releases when the holding process ends, however it ends: a lock left by
+    a killed run (SIGKILL included) is free for the next run at once. The
+    file records who holds it, for the message a second run gets.
+    """
+    if path in _held:
+        _held[path][1] += 1
+        return
+    os.makedirs(path, exist_ok=True)
+    lock_path = os.path.join(path, _LOCK)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise WriteError.wrap(error, lock_path) from error
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = None
+        with contextlib.suppress(OSError, ValueError):
+            holder = json.loads(os.pread(fd, 4096, 0) or b"null")
+        os.close(fd)
+        raise RunDirInUseError(
+            f"The run directory {path} is in use by {_describe(holder)}. "
+            "Wait for that run to finish or stop it, or use another --output_dir."
+        ) from None
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "argv": sys.argv,
+    }
+    data = json.dumps(holder).encode()
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+    except OSError:
+        pass  # the lock holds without its description (e.g. a full disk)
+    _held[path] = [fd, 1]
+
+
+def _release(path):
+    entry = _held.get(path)
+    if entry is None:
+        return
+    entry[1] -= 1
+    if entry[1] == 0:
+        del _held[path]
+        with contextlib.suppress(OSError):
+            fcntl.flock(entry[0], fcntl.LOCK_UN)
+        os.close(entry[0])
 
 
 def _json_bytes(value):
@@ -43,9 +120,12 @@ class RunDir:
             ...), not compared. Defaults to `None`.
         write_to: For the non-chief workers of a multi-worker run: read the
             run from `path` but write every file under `write_to` instead
-            (reads look there first). Defaults to `None`.
+            (reads look there first), without taking the directory's lock
+            (the chief holds it). Defaults to `None`.
 
     Raises:
+        RunDirInUseError: If another live process holds the directory
+            (its message names the process).
         ValueError: If the directory holds a run with a different config.
         CorruptRunError: If its `config.json` or `progress.json` is
             unreadable.
@@ -62,6 +142,22 @@ class RunDir:
     def __init__(self, path, config, extra=None, write_to=None):
         self.path = os.path.abspath(path)
         self.write_path = os.path.abspath(write_to or path)
+        self._locked = write_to is None  # workers of a multi-worker run only read it
+        if self._locked:
+            _acquire(self.path)
+        try:
+            self._open(config, extra)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        """Releases the run directory's lock (also released when the process ends)."""
+        if self._locked:
+            self._locked = False
+            _release(self.path)
+
+    def _open(self, config, extra):
         config_path = os.path.join(self.path, "config.json")
         if os.path.exists(config_path):
             stored = self._read_json(config_path).get("config")
@@ -129,31 +225,21 @@ class RunDir:
         return self.write_bytes(name, buffer.getvalue())
 
     def save_with(self, name, save):
-        """Calls `save(tmp_path)` and renames the result to `name` atomically.
+        """Calls `save(path)` and writes what it wrote to `name` atomically.
 
-        For writers that need a path (e.g. `model.save_weights`). The
-        temporary path keeps the extension of `name`.
+        For writers that need a path (e.g. `model.save_weights`): they write
+        to a memory-backed scratch file named like `name` (see
+        `lth_keras._io.render_to_bytes`), and the bytes go to the run
+        directory with `write_bytes`.
 
         Returns:
             The SHA-256 of the written file.
+
+        Raises:
+            WriteError: If the file cannot be written.
         """
-        target = self.file(name)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        base, ext = os.path.splitext(os.path.basename(name))
-        if name.endswith(".weights.h5"):
-            ext = ".weights.h5"
-        tmp = os.path.join(os.path.dirname(target), f".tmp-{os.getpid()}-{base}{ext}")
-        try:
-            save(tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            digest = _sha256(tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
-            raise
-        return digest
+        base = os.path.basename(name)
+        return self.write_bytes(name, render_to_bytes(save, base))
 
     def commit(self, done=None, files=None, **replace):
         """Records progress and writes `progress.json` atomically.

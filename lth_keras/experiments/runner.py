@@ -45,6 +45,7 @@ from lth_keras.experiments import data as data_lib
 from lth_keras.experiments import report, summaries, training
 from lth_keras.experiments.arms import ARMS, schedule
 from lth_keras.experiments.models import build_model
+from lth_keras.experiments.overlap import OverlapTracker
 from lth_keras.experiments.progress import Progress
 from lth_keras.experiments.rundir import RunDir
 from lth_keras.experiments.state import RunState
@@ -111,19 +112,21 @@ def run(config, run_dir=None, *, strategy=None, verbose=1, checkpoint_every=1, f
             f"a strategy with KERAS_BACKEND={keras.backend.backend()!r}. On JAX, set a "
             "keras.distribution (e.g. DataParallel) instead."
         )
-    with _compat.op_determinism(tensorflow and not config.jit_compile):
+    placement = _Placement(strategy)
+    with _compat.op_determinism(tensorflow and not placement.jit_compile(config)):
         experiment = Experiment(
             config,
             run_dir or default_run_dir(config),
-            _Placement(strategy),
+            placement,
             verbose,
             checkpoint_every,
         )
-        if flag_values is not None:
-            experiment.run_dir.write_json("flags.json", flag_values)
         try:
+            if flag_values is not None:
+                experiment.run_dir.write_json("flags.json", flag_values)
             return experiment.run()
         finally:
+            experiment.run_dir.close()
             if not experiment.chief:
                 shutil.rmtree(experiment.run_dir.write_path, ignore_errors=True)
 
@@ -160,6 +163,13 @@ class Experiment:
             if write_to:
                 shutil.rmtree(write_to, ignore_errors=True)
             raise
+        try:
+            self._build(config)
+        except BaseException:
+            self.run_dir.close()
+            raise
+
+    def _build(self, config):
         keras.utils.set_random_seed(config.seed)
         self.splits = data_lib.load(
             config.dataset,
@@ -192,7 +202,12 @@ class Experiment:
             model = prunable(
                 build_model(self.config.model, self.splits.input_shape, self.splits.num_classes)
             )
-            return training.compile_for(model, self.config)
+            return training.compile_for(
+                model,
+                self.config,
+                self.placement.steps_per_execution(self.config),
+                self.placement.jit_compile(self.config),
+            )
 
     def _scope(self, model):
         return self.placement.fit_scope(model)
@@ -227,14 +242,19 @@ class Experiment:
             resumed = (arm.start_period(self.config, round_), [], 0.0)
         else:
             self._state_round = None
-        records, wall = self._train(self.model, job, arm, round_, *resumed, pruner=True)
+        records, wall, overlaps = self._train(self.model, job, arm, round_, *resumed, pruner=True)
         masks = masks_lib.get_masks(self.model)
-        row = self._row(arm, round_, records, wall, masks, self.model)
+        row = self._row(arm, round_, records, wall, masks, self.model, overlaps)
         files = {
             f"masks/round_{round_:02d}.npz": self.run_dir.save_npz(
                 f"masks/round_{round_:02d}.npz", masks
             )
         }
+        if self._keeps_trained_tickets():
+            name = _trained_ticket(round_)
+            files[name] = self.run_dir.save_with(
+                name, lambda path: save_ticket(self.model, path, pruner=self.pruner)
+            )
         if round_ == 0:
             files["rewind.ticket.npz"] = self.run_dir.save_with(
                 "rewind.ticket.npz",
@@ -257,21 +277,30 @@ class Experiment:
             if self._rewind is None:
                 self._rewind = load_ticket(self.run_dir.verified("rewind.ticket.npz"))
             self._rewind.apply(model, weights="rewind")
-            arm.prepare(model, ticket, self.config, round_)
+            if arm.needs_trained():
+                trained = load_ticket(self.run_dir.verified(_trained_ticket(round_ - 1)))
+                arm.prepare(model, ticket, self.config, round_, trained=trained)
+            else:
+                arm.prepare(model, ticket, self.config, round_)
             start = arm.start_period(self.config, round_)
             reset.reset(iterations=start * self.config.eval_every)
             resumed = (start, [], 0.0)
-        records, wall = self._train(model, job, arm, round_, *resumed)
-        row = self._row(arm, round_, records, wall, masks_lib.get_masks(model), model)
+        records, wall, overlaps = self._train(model, job, arm, round_, *resumed)
+        row = self._row(arm, round_, records, wall, masks_lib.get_masks(model), model, overlaps)
         self._finish_job(job, row, records, {})
 
     def _control_model(self):
+        """The model controls train on: the ticket's own model, re-set for each.
+
+        One model means one traced (and XLA-compiled) train step per process;
+        the ticket's next round reloads its state from the run directory.
+        """
+        self._state_round = None
         if self._control is None:
-            model = self._new_model()
-            with self._scope(model):
-                model.optimizer.build(model.trainable_variables)
-                reset = OptimizerReset(model.optimizer, model.trainable_variables)
-            self._control = (model, reset)
+            with self._scope(self.model):
+                self.model.optimizer.build(self.model.trainable_variables)
+                reset = OptimizerReset(self.model.optimizer, self.model.trainable_variables)
+            self._control = (self.model, reset)
         return self._control
 
     def _train(self, model, job, arm, round_, start_period, records, wall, pruner=False):
@@ -285,7 +314,10 @@ class Experiment:
                 self.state.save_checkpoint(job, model, period, so_far, elapsed, pruner)
 
         recorder = training.EvalRecorder(self.splits.test, config.eval_every, records, on_period)
-        callbacks = [self.pruner, recorder] if pruner else [recorder]
+        tracker = OverlapTracker(
+            config.overlap_ps, self._job_start(job), lambda kernels: self._save_start(job, kernels)
+        )
+        callbacks = [self.pruner, tracker, recorder] if pruner else [tracker, recorder]
         if self.verbose:
             label = f"{arm.name:>6} round {round_:2d}"
             start = start_period * config.eval_every
@@ -302,9 +334,9 @@ class Experiment:
                 shuffle=False,
                 verbose=0,
             )
-        return recorder.records, wall + time.perf_counter() - began
+        return recorder.records, wall + time.perf_counter() - began, tracker.overlaps(model)
 
-    def _row(self, arm, round_, records, wall, masks, model):
+    def _row(self, arm, round_, records, wall, masks, model, overlaps):
         total, per_kernel = pruning.fraction_remaining(masks)
         with self._scope(model):
             train = model.evaluate(self.splits.train_eval, verbose=0, return_dict=True)
@@ -318,6 +350,7 @@ class Experiment:
             **training.early_stopping(records),
             "train_accuracy": float(train["accuracy"]),
             "wall_seconds": wall,
+            **overlaps,
         }
 
     def _finish_job(self, job, row, records, files, **replace):
@@ -325,16 +358,44 @@ class Experiment:
         files[name] = self.run_dir.write_json(name, records)
         old = self.run_dir.progress.get("round_end") if "round_end" in replace else None
         checkpoint = self.run_dir.progress.get("checkpoint")
-        self.run_dir.commit(done={job: row}, files=files, checkpoint=None, **replace)
+        start = self.run_dir.progress.get("start")
+        self.run_dir.commit(done={job: row}, files=files, checkpoint=None, start=None, **replace)
+        if start:
+            self.run_dir.remove(start["file"])
         if old:
             self.run_dir.remove(*old["files"])
         if checkpoint:
             self.run_dir.remove(*checkpoint["files"])
         if self.chief:
             summaries.write_job(self.run_dir.file("tensorboard"), row, records)
-            report.write_reports(self.run_dir, list(self.run_dir.progress["done"].values()))
+            # Plots cost 0.25 s: drawn when a round's last job is done.
+            report.write_reports(
+                self.run_dir,
+                list(self.run_dir.progress["done"].values()),
+                plots=self._last_of_round(row),
+            )
         if self.verbose:
             print(report.job_line(row), flush=True)
+
+    def _job_start(self, job):
+        """The start kernels of `job` if it was started before (a resume), else `None`."""
+        entry = self.run_dir.progress.get("start")
+        if not entry or entry["job"] != job:
+            return None
+        return self.run_dir.load_npz(entry["file"])
+
+    def _save_start(self, job, kernels):
+        name = f"checkpoints/{job}-start.npz"
+        digest = self.run_dir.save_npz(name, kernels, compress=False)
+        self.run_dir.commit(files={name: digest}, start={"job": job, "file": name})
+
+    def _keeps_trained_tickets(self):
+        return any(ARMS.get(name).needs_trained() for name in self.config.controls)
+
+    def _last_of_round(self, row):
+        if row["round"] == 0:
+            return True
+        return row["kind"] == (self.config.controls[-1] if self.config.controls else "ticket")
 
     def _load_round_end(self, round_):
         if self._state_round == round_:
@@ -365,6 +426,30 @@ class _Placement:
     def chief(self):
         return self.strategy is None or self._distribute.is_chief(self.strategy)
 
+    def _multi_worker(self):
+        return isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+    def steps_per_execution(self, config):
+        """The config's, except under MultiWorkerMirroredStrategy: 1 unless set.
+
+        Keras 3.15's multi-step train function fails under that strategy
+        ("You must feed a value for placeholder tensor ..."), so the default
+        of up to 100 steps per call applies to the other strategies only.
+        """
+        if self._multi_worker() and config.steps_per_execution is None:
+            return 1
+        return config.execution_steps
+
+    def jit_compile(self, config):
+        """The config's; unset, XLA except under MultiWorkerMirroredStrategy.
+
+        TensorFlow 2.21 with XLA under that strategy aborts ("double free or
+        corruption" while collecting garbage).
+        """
+        if config.jit_compile is not None:
+            return config.jit_compile
+        return not self._multi_worker()
+
     def build_scope(self):
         return contextlib.nullcontext() if self.strategy is None else self.strategy.scope()
 
@@ -372,6 +457,10 @@ class _Placement:
         if self.strategy is None:
             return contextlib.nullcontext()
         return self._distribute.fit_scope(model, self.strategy)
+
+
+def _trained_ticket(round_):
+    return f"tickets/round_{round_:02d}.ticket.npz"
 
 
 def _job(kind, round_):

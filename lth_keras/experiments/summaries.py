@@ -7,15 +7,21 @@ the early-stopping iteration, and the sparsity (fraction pruned) of every
 kernel under `sparsity/`.
 """
 
+import errno
 import os
 
 import tensorflow as tf
+
+from lth_keras._io import WriteError
 
 __all__ = ["write_job"]
 
 
 def write_job(logdir, row, records):
     """Writes one finished job (a ticket round or a control) to TensorBoard.
+
+    TensorBoard event files are appended to, not replaced; a write that
+    fails (a full disk) raises `lth_keras._io.WriteError`.
 
     Args:
         logdir: The TensorBoard folder of the run.
@@ -28,6 +34,16 @@ def write_job(logdir, row, records):
     write_job("runs/lenet/tensorboard", row, records)
     ```
     """
+    try:
+        _write(logdir, row, records)
+    except (tf.errors.OpError, OSError) as error:
+        message = getattr(error, "message", None) or str(error)
+        space = "space" in message.lower()
+        code = errno.ENOSPC if space else errno.EIO
+        raise WriteError.wrap(OSError(code, message), os.path.join(logdir, "events")) from error
+
+
+def _write(logdir, row, records):
     kind, round_ = row["kind"], int(row["round"])
     curves = tf.summary.create_file_writer(os.path.join(logdir, kind, f"round_{round_:02d}"))
     with curves.as_default():
@@ -47,6 +63,9 @@ def write_job(logdir, row, records):
             "train_accuracy",
         ):
             tf.summary.scalar(prefix + key, row[key], step=round_)
+        for key, value in row.items():
+            if key.startswith("overlap@"):
+                tf.summary.scalar(prefix + key.replace("@", "_p"), value, step=round_)
         if kind == "ticket":
             for kernel, fraction in row["layers"].items():
                 tf.summary.scalar(f"sparsity/{kernel}", 1.0 - fraction, step=round_)

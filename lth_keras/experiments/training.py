@@ -40,12 +40,16 @@ def make_optimizer(config):
     return keras.optimizers.SGD(rate, momentum=config.momentum, weight_decay=decay)
 
 
-def compile_for(model, config):
+def compile_for(model, config, steps_per_execution=None, jit_compile=None):
     """Compiles `model` for classification with the config's optimizer.
 
     Args:
         model: A Keras model producing logits.
         config: An `ExperimentConfig`.
+        steps_per_execution: Overrides `config.execution_steps`. Defaults
+            to `None`.
+        jit_compile: Overrides `config.jit_compile`; with neither set, XLA.
+            Defaults to `None`.
 
     Returns:
         `model`, compiled with sparse categorical cross-entropy and accuracy.
@@ -60,10 +64,14 @@ def compile_for(model, config):
         make_optimizer(config),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
-        jit_compile=config.jit_compile,
-        steps_per_execution=config.steps_per_execution,
+        jit_compile=_first(jit_compile, config.jit_compile, True),
+        steps_per_execution=steps_per_execution or config.execution_steps,
     )
     return model
+
+
+def _first(*values):
+    return next(v for v in values if v is not None)
 
 
 class EvalRecorder(keras.callbacks.Callback):

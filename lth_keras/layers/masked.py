@@ -154,6 +154,7 @@ class MaskedDense(MaskedLayerMixin, keras.layers.Dense):
         ),
     )
 
+    kernel_axes = {"kernel": (-2, -1)}  # (input axis, output axis)
     kernel = masked_weight("kernel")
 
 
@@ -167,6 +168,7 @@ class MaskedConv1D(MaskedLayerMixin, keras.layers.Conv1D):
             "layer.kernel_mask.shape  # (5, 8, 16)"
         ),
     )
+    kernel_axes = {"kernel": (-2, -1)}  # (input axis, output axis)
     kernel = masked_weight("kernel")
 
 
@@ -181,6 +183,7 @@ class MaskedConv2D(MaskedLayerMixin, keras.layers.Conv2D):
         ),
     )
 
+    kernel_axes = {"kernel": (-2, -1)}  # (input axis, output axis)
     kernel = masked_weight("kernel")
 
 
@@ -194,6 +197,7 @@ class MaskedConv3D(MaskedLayerMixin, keras.layers.Conv3D):
             "layer.kernel_mask.shape  # (3, 3, 3, 1, 8)"
         ),
     )
+    kernel_axes = {"kernel": (-2, -1)}  # (input axis, output axis)
     kernel = masked_weight("kernel")
 
 
@@ -207,6 +211,7 @@ class MaskedConv1DTranspose(MaskedLayerMixin, keras.layers.Conv1DTranspose):
             "layer.kernel_mask.shape  # (5, 16, 8)"
         ),
     )
+    kernel_axes = {"kernel": (-1, -2)}  # (..., out, in)
     kernel = masked_weight("kernel")
 
 
@@ -220,6 +225,7 @@ class MaskedConv2DTranspose(MaskedLayerMixin, keras.layers.Conv2DTranspose):
             "layer.kernel_mask.shape  # (3, 3, 16, 4)"
         ),
     )
+    kernel_axes = {"kernel": (-1, -2)}  # (..., out, in)
     kernel = masked_weight("kernel")
 
 
@@ -233,6 +239,7 @@ class MaskedConv3DTranspose(MaskedLayerMixin, keras.layers.Conv3DTranspose):
             "layer.kernel_mask.shape  # (3, 3, 3, 8, 2)"
         ),
     )
+    kernel_axes = {"kernel": (-1, -2)}  # (..., out, in)
     kernel = masked_weight("kernel")
 
 
@@ -288,6 +295,7 @@ class MaskedSeparableConv1D(MaskedLayerMixin, keras.layers.SeparableConv1D):
     )
     prunable_attrs = ("depthwise_kernel", "pointwise_kernel")
     initializer_attrs = _SEPARABLE_INITIALIZERS
+    kernel_axes = {"pointwise_kernel": (-2, -1)}  # the depthwise kernel has none
     depthwise_kernel = masked_weight("depthwise_kernel")
     pointwise_kernel = masked_weight("pointwise_kernel")
 
@@ -306,6 +314,7 @@ class MaskedSeparableConv2D(MaskedLayerMixin, keras.layers.SeparableConv2D):
     )
     prunable_attrs = ("depthwise_kernel", "pointwise_kernel")
     initializer_attrs = _SEPARABLE_INITIALIZERS
+    kernel_axes = {"pointwise_kernel": (-2, -1)}  # the depthwise kernel has none
     depthwise_kernel = masked_weight("depthwise_kernel")
     pointwise_kernel = masked_weight("pointwise_kernel")
 
@@ -324,6 +333,7 @@ class MaskedEmbedding(MaskedLayerMixin, keras.layers.Embedding):
     )
     prunable_attrs = ("embeddings",)
     initializer_attrs = {"embeddings": "embeddings_initializer"}
+    kernel_axes = {"embeddings": (None, -1)}  # rows are looked up, not summed
     embeddings = masked_weight("embeddings")
 
     def __init__(self, input_dim, output_dim, weights=None, **kwargs):

@@ -1,10 +1,10 @@
-"""Random pruning: the random-pruning and random-mask controls."""
+"""Random pruning: the random-pruning, random-mask and shuffled-mask controls."""
 
 import numpy as np
 
 from lth_keras.pruning.magnitude import _keys
 
-__all__ = ["random_masks_like", "random_prune"]
+__all__ = ["random_masks_like", "random_prune", "shuffle_masks"]
 
 
 def random_prune(masks, counts, rng):
@@ -78,3 +78,37 @@ def random_masks_like(masks, rng):
     full = {name: np.ones(mask.shape, dtype=bool) for name, mask in masks.items()}
     counts = {name: mask.size - int(mask.sum()) for name, mask in masks.items()}
     return random_prune(full, counts, rng)
+
+
+def shuffle_masks(masks, rng):
+    """Masks with each one's entries permuted at random: same count, new positions.
+
+    The shuffle sanity check of Frankle et al. (ICLR 2021) and Su et al.
+    (NeurIPS 2020): a mask keeps only its per-kernel sparsity. Every mask is
+    permuted independently over all its entries (one `rng.permutation` per
+    mask, in key order), so `new[k].sum() == masks[k].sum()`. For an
+    unstructured mask the result has the same distribution as
+    `random_masks_like`; a structured mask (units, blocks, N:M) loses its
+    structure.
+
+    Args:
+        masks: Mapping from name to a boolean array.
+        rng: A `numpy.random.Generator`.
+
+    Returns:
+        A new dict of boolean masks with the same keys and shapes.
+
+    Example:
+
+    ```python
+    >>> m = {"fc": np.array([True, True, False, False, False, False])}
+    >>> new = shuffle_masks(m, np.random.default_rng(0))
+    >>> int(new["fc"].sum()), new["fc"].shape
+    (2, (6,))
+
+    ```
+    """
+    return {
+        name: rng.permutation(np.asarray(mask, dtype=bool).reshape(-1)).reshape(np.shape(mask))
+        for name, mask in masks.items()
+    }

@@ -7,7 +7,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from helpers import REPO
+from helpers import REPO, pythonpath
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "jax", reason="keras.distribution runs on JAX"
@@ -19,7 +19,7 @@ def _masks(mode, tmp_path):
     env = dict(
         os.environ,
         KERAS_BACKEND="jax",
-        PYTHONPATH=REPO,
+        PYTHONPATH=pythonpath(),
         XLA_FLAGS="--xla_force_host_platform_device_count=2",
     )
     script = os.path.join(REPO, "tests", "core", "jax_data_parallel.py")

@@ -7,7 +7,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from helpers import REPO, compile_model
+from helpers import compile_model, pythonpath
 
 import lth_keras
 from lth_keras.layers import MaskedLayerMixin, masked_weight
@@ -138,7 +138,7 @@ def test_prunable_keeps_masked_layers_and_their_initial_weights():
 
 
 def _python(code, backend):
-    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=pythonpath(), TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )

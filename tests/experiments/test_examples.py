@@ -10,7 +10,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from helpers import MNIST_DIR, REPO
+from helpers import MNIST_DIR, REPO, pythonpath
 
 import lth_keras
 
@@ -30,7 +30,7 @@ CPP_LOG = re.compile(r"^[IWE]\d{4} [\d:.]+ +\d+ |^WARNING: All log messages befo
 
 
 def run_example(*args, returncode=0, backend="tensorflow"):
-    env = dict(os.environ, TFDS_DATA_DIR=MNIST_DIR, PYTHONPATH=REPO, KERAS_BACKEND=backend)
+    env = dict(os.environ, TFDS_DATA_DIR=MNIST_DIR, PYTHONPATH=pythonpath(), KERAS_BACKEND=backend)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the scripts must be quiet by themselves
     result = subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, env=env, timeout=600

@@ -10,7 +10,7 @@ import time
 import keras
 import numpy as np
 import pytest
-from helpers import REPO, stored
+from helpers import pythonpath, stored
 
 import lth_keras
 from lth_keras.experiments import runner as experiment
@@ -131,14 +131,14 @@ import sys
 from lth_keras.experiments import runner as experiment
 from lth_keras.experiments.config import preset
 experiment.run(preset("lenet", rounds=2, iterations=60, eval_every=20, train_examples=600,
-                      validation_examples=300, test_examples=300, controls=("reinit",)),
+                      validation_examples=300, test_examples=300, controls=("reinit", "pft")),
                sys.argv[1], verbose=0)
 """
 
 
 def _run_until(run_dir, stop):
     """Runs the experiment in a child process; SIGKILLs it once `stop(progress)`."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=pythonpath())
     child = subprocess.Popen(
         [sys.executable, "-c", RUNNER, str(run_dir)],
         env=env,
@@ -174,12 +174,14 @@ def test_sigkilled_run_resumes_to_the_same_masks(tmp_path):
     code, err = _run_until(reference, None)
     assert code == 0, err[-2000:]
     killed = tmp_path / "killed"
-    # Killed inside round 1's training, then inside round 1's control, then
-    # right after round 2 of the ticket finished.
+    # Killed inside round 1's training, then inside round 1's controls, then
+    # right after round 2 of the ticket finished, then inside its PFT.
     for stop in (
         _checkpoint_at("ticket-r01", 1),
         _checkpoint_at("reinit-r01", 2),
+        _checkpoint_at("pft-r01", 1),
         lambda p: "ticket-r02" in p["done"],
+        _checkpoint_at("pft-r02", 2),
     ):
         code, err = _run_until(killed, stop)
         assert code == -signal.SIGKILL, err[-2000:]
@@ -192,6 +194,8 @@ def test_sigkilled_run_resumes_to_the_same_masks(tmp_path):
         for key in a.files:
             np.testing.assert_array_equal(a[key], b[key])
     rows = [[json.loads(line) for line in open(d / "metrics.jsonl")] for d in (reference, killed)]
+    assert [r["kind"] for r in rows[0]].count("pft") == 2
+    assert all("overlap@0.2" in row for row in rows[0])
     for row_a, row_b in zip(*rows, strict=True):
         row_a.pop("wall_seconds"), row_b.pop("wall_seconds")
         assert row_a == row_b

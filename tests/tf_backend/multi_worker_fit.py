@@ -1,6 +1,6 @@
 """One worker of a MultiWorkerMirroredStrategy run of LotteryPruner (or a single run).
 
-Usage: python tests/multi_worker_fit.py {multi|single} OUT.npz [random]
+Usage: python tests/tf_backend/multi_worker_fit.py {multi|single} OUT.npz [random]
 Trains the tiny MLP of the tests for 3 rounds and saves masks and weights.
 """
 

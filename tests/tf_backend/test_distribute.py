@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import MNIST_DIR, REPO
+from helpers import MNIST_DIR, REPO, pythonpath
 
 from lth_keras.tensorflow import distribute
 
@@ -21,7 +21,7 @@ def start_workers(argv, n=2):
     for index, tf_config in enumerate(distribute.local_cluster(n)):
         env = dict(
             os.environ,
-            PYTHONPATH=REPO,
+            PYTHONPATH=pythonpath(),
             TF_CPP_MIN_LOG_LEVEL="3",
             TFDS_DATA_DIR=MNIST_DIR,
             TF_CONFIG=tf_config,
@@ -46,7 +46,9 @@ def wait_all(procs, timeout=300):
 
 
 def single(script_args):
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3", TFDS_DATA_DIR=MNIST_DIR)
+    env = dict(
+        os.environ, PYTHONPATH=pythonpath(), TF_CPP_MIN_LOG_LEVEL="3", TFDS_DATA_DIR=MNIST_DIR
+    )
     env.pop("TF_CONFIG", None)
     result = subprocess.run(
         [sys.executable, *script_args], env=env, capture_output=True, text=True, timeout=300
@@ -79,7 +81,7 @@ def test_local_cluster_gives_each_worker_its_task_and_distinct_ports():
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["magnitude", "random"])
 def test_two_workers_match_a_single_device_run(method, tmp_path):
-    script = os.path.join(REPO, "tests", "tensorflow", "multi_worker_fit.py")
+    script = os.path.join(REPO, "tests", "tf_backend", "multi_worker_fit.py")
     wait_all(start_workers(lambda i: [script, "multi", str(tmp_path / f"w{i}.npz"), method]))
     single([script, "single", str(tmp_path / "single.npz"), method])
     w0, w1 = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
