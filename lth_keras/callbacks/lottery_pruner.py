@@ -436,6 +436,7 @@ class LotteryPruner(keras.callbacks.Callback):
         if self.seed is None:
             self._rng = np.random.default_rng(_seed_from_weights(self.model))
         masks = masks_lib.get_masks(self.model)
+        self._check_structure(masks)
         self._remaining = pruning.fraction_remaining(masks)[0]
         self._iteration0 = self._optimizer_reset.iterations()
         self._started = True
@@ -482,7 +483,7 @@ class LotteryPruner(keras.callbacks.Callback):
         layers = ", ".join(f"{k}: {v:.1%}" for k, v in per_kernel.items())
         self._say(f"round {self.round}: {self._remaining:.2%} of weights remain ({layers}).")
 
-    def _prune(self, kernels, old):
+    def _targets(self):
         rates, layouts = {}, {}
         entries = masks_lib.prunable_entries(self.model)
         for key, layer, weight in entries:
@@ -490,8 +491,18 @@ class LotteryPruner(keras.callbacks.Callback):
                 rates[key] = self._rates[layer.name]
             layouts[key] = _kernel_layout(layer, weight.name, is_output=layer is entries[-1][1])
         pooled = self.rate if self.scope == "global" else None
-        targets = pruning.PruneTargets(rates, pooled, layouts)
-        return self.method.prune(kernels, old, targets, self.structure, self._rng)
+        return pruning.PruneTargets(rates, pooled, layouts)
+
+    def _prune(self, kernels, old):
+        return self.method.prune(kernels, old, self._targets(), self.structure, self._rng)
+
+    def _check_structure(self, masks):
+        """Refuses, before round 0 trains, layers the structure cannot prune."""
+        if isinstance(self.structure, pruning.Unstructured):
+            return
+        kernels = masks_lib.get_kernels(self.model)
+        scores = {key: np.abs(value) for key, value in kernels.items()}
+        self.structure.select(scores, masks, self._targets())
 
     def _reset_weights(self):
         context = ResetContext(

@@ -39,6 +39,9 @@ def define_flags(models):
     flags.DEFINE_list("layer_rates", None, "Per-layer or per-type rates, as NAME=RATE pairs.")
     flags.DEFINE_list("exclude", None, "Layer names or types never pruned.")
     flags.DEFINE_enum("scope", None, SCOPES, "Layerwise or global pruning.")
+    flags.DEFINE_string(
+        "structure", None, "Sparsity structure: unstructured, units, block:1x4, block:1x16, N:M."
+    )
     flags.DEFINE_enum(
         "reset",
         None,

@@ -16,6 +16,7 @@ from lth_keras.callbacks import get_reset
 from lth_keras.experiments.arms import CONTROLS
 from lth_keras.experiments.models import MODELS
 from lth_keras.options import SCOPES, check_choice, check_int, check_pruning_options
+from lth_keras.pruning import get_structure
 
 __all__ = [
     "CONTROLS",
@@ -62,6 +63,10 @@ class ExperimentConfig:
             to `()`.
         exclude: Layer names or types never pruned. Defaults to `()`.
         scope: `"layerwise"` or `"global"`. Defaults to `"layerwise"`.
+        structure: The sparsity structure, a shorthand of
+            `lth_keras.pruning.get_structure`: `"unstructured"`, `"units"`,
+            `"block:1x4"`, `"block:1x16"` or `"N:M"` such as `"2:4"`.
+            Defaults to `"unstructured"`.
         reset: `"rewind"`, `"lr_rewind"` or `"finetune"`. Defaults to
             `"rewind"`.
         rewind_iteration: Late resetting point: rounds after the first
@@ -133,6 +138,7 @@ class ExperimentConfig:
     layer_rates: tuple = ()
     exclude: tuple = ()
     scope: str = "layerwise"
+    structure: str = "unstructured"
     reset: str = "rewind"
     rewind_iteration: int = 0
     controls: tuple = ()
@@ -214,6 +220,9 @@ class ExperimentConfig:
                     self.rewind_iteration,
                     f"a multiple of {name}={value} (rounds restart there)",
                 )
+        if not isinstance(self.structure, str):
+            _fail("structure", self.structure, "a structure name such as 'units' or '2:4'")
+        get_structure(self.structure)
         reset = get_reset(self.reset)
         check_pruning_options(
             rate=self.rate,

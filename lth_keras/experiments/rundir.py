@@ -122,6 +122,9 @@ class RunDir:
             run from `path` but write every file under `write_to` instead
             (reads look there first), without taking the directory's lock
             (the chief holds it). Defaults to `None`.
+        defaults: The config's default values: a key missing from a stored
+            config counts as its default (so runs started before a field
+            was added resume). Defaults to `None`.
 
     Raises:
         RunDirInUseError: If another live process holds the directory
@@ -139,14 +142,14 @@ class RunDir:
     ```
     """
 
-    def __init__(self, path, config, extra=None, write_to=None):
+    def __init__(self, path, config, extra=None, write_to=None, defaults=None):
         self.path = os.path.abspath(path)
         self.write_path = os.path.abspath(write_to or path)
         self._locked = write_to is None  # workers of a multi-worker run only read it
         if self._locked:
             _acquire(self.path)
         try:
-            self._open(config, extra)
+            self._open(config, extra, defaults or {})
         except BaseException:
             self.close()
             raise
@@ -157,7 +160,7 @@ class RunDir:
             self._locked = False
             _release(self.path)
 
-    def _open(self, config, extra):
+    def _open(self, config, extra, defaults):
         config_path = os.path.join(self.path, "config.json")
         if os.path.exists(config_path):
             stored = self._read_json(config_path).get("config")
@@ -166,6 +169,9 @@ class RunDir:
                     f"{config_path} holds no run config. The run directory is damaged; "
                     "delete it to start over."
                 )
+            # A key the stored config lacks (a field added by a later
+            # version) matches when the new config has its default value.
+            stored = {**{k: v for k, v in defaults.items() if k in config}, **stored}
             if stored != config:
                 changed = sorted(
                     k for k in set(stored) | set(config) if stored.get(k) != config.get(k)

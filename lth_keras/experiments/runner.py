@@ -158,6 +158,7 @@ class Experiment:
                 config.to_dict(),
                 extra={"hash": config.hash(), "versions": versions},
                 write_to=write_to,
+                defaults=type(config)().to_dict(),
             )
         except BaseException:
             if write_to:
@@ -187,6 +188,7 @@ class Experiment:
             layer_rates=dict(config.layer_rates),
             exclude=config.exclude,
             scope=config.scope,
+            structure=config.structure,
             reset=config.reset,
             rewind_iteration=config.rewind_iteration,
             seed=config.seed,

@@ -40,6 +40,9 @@ def mask_distance(a, b, where=None):
     Returns:
         A float in [0, 1]; `0.0` when no entry counts.
 
+    Raises:
+        ValueError: If the masks differ in size.
+
     Example:
 
     ```python

@@ -94,6 +94,11 @@ def _kernel_function(model, kernels, masks, inputs, head, fixed=None):
     * masks` in the kernels' dtype, in the order of `keys`; `fn` evaluates
     the model with those kernels, the given masks, the variables in `fixed`
     (`{id(variable): value}`) replaced, and every other variable as it is.
+
+    The masked layers multiply kernel gradients by their mask variables
+    when the gradient is taken, after `stateless_call` has returned, so by
+    the model's own masks: the given masks must be subsets of them, and
+    callers multiply the gradients by the given masks.
     """
     entries = {key: weight for key, _, weight in masks_lib.prunable_entries(model)}
     keys = [key for key in entries if key in kernels]
@@ -102,6 +107,11 @@ def _kernel_function(model, kernels, masks, inputs, head, fixed=None):
     for key in keys:
         dtype = keras.backend.standardize_dtype(entries[key].variable.dtype)
         mask = np.asarray(masks[key], dtype=dtype)
+        if np.any((mask != 0) & (ops.convert_to_numpy(entries[key].mask) == 0)):
+            raise ValueError(
+                f"The masks to score with must be subsets of the model's masks, but the "
+                f"one for {key!r} keeps entries the model has pruned."
+            )
         overrides[id(entries[key].mask)] = mask
         values.append(np.asarray(kernels[key], dtype=dtype) * mask)
 
@@ -156,7 +166,8 @@ def loss_gradients(model, kernels, masks, data, loss=None, temperature=1.0, tang
         `tangent`, `(∇L · tangent, {key: (H tangent)[key]})`.
 
     Raises:
-        ValueError: If there is no loss, or several.
+        ValueError: If there is no loss, or several, or a mask keeps
+            entries the model's mask has pruned.
 
     Example:
 
@@ -176,7 +187,7 @@ def loss_gradients(model, kernels, masks, data, loss=None, temperature=1.0, tang
     if tangent is not None:
         tangent = [np.asarray(tangent[k], v.dtype) for k, v in zip(keys, values, strict=True)]
     value, grads = _value_and_grad(fn, values, tangent)
-    return value, dict(zip(keys, grads, strict=True))
+    return value, {key: grad * masks[key] for key, grad in zip(keys, grads, strict=True)}
 
 
 def _synflow_constants(model):
@@ -238,7 +249,8 @@ def synaptic_flow(model, kernels, masks, input_shape=None):
         `(R, {key: dR/d|kernel|})`, the gradients as NumPy arrays.
 
     Raises:
-        ValueError: If the input shape is unknown.
+        ValueError: If the input shape is unknown, or a mask keeps entries
+            the model's mask has pruned.
 
     Example:
 
@@ -260,4 +272,4 @@ def synaptic_flow(model, kernels, masks, input_shape=None):
         model, absolute, masks, inputs, head, fixed={**absolute_others, **fixed}
     )
     value, grads = _value_and_grad(fn, values)
-    return value, dict(zip(keys, grads, strict=True))
+    return value, {key: grad * masks[key] for key, grad in zip(keys, grads, strict=True)}

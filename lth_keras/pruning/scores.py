@@ -6,7 +6,8 @@ lowest scores. `Magnitude` (the paper's) keeps the largest `abs(weight)`;
 `Random` removes as many weights per kernel as magnitude pruning would, at
 random positions (the random-pruning control). New scores (e.g. ones that
 need data or gradients) subclass `Score` and register a name, which becomes
-a valid `LotteryPruner(method=...)`.
+a valid `LotteryPruner(method=...)`; `Snip`, `GraSP` and `SynFlow`
+(`lth_keras.pruning.at_init`) are such scores, reading the model `bind` gives.
 """
 
 import dataclasses

@@ -86,8 +86,9 @@ def test_grasp_keeps_the_highest_theta_hg(batch):
     model = dense(3, 4, use_bias=False)
     score = pruning.GraSP(data=(x, y), loss="sparse_categorical_crossentropy")
     kernels, masks = state(model)
-    pruning.prune_at_init(model, score, 0.5)
+    score.bind(model)
     signed = score.signed_scores(kernels, masks)["d/kernel"]
+    pruning.prune_at_init(model, score, 0.5)
     kept = lth_keras.get_masks(model)["d/kernel"]
     assert kept.sum() == 6 and signed[kept].min() > signed[~kept].max()
 
@@ -208,7 +209,13 @@ def test_a_loss_is_needed(data):
     model = mlp()  # not compiled
     with pytest.raises(ValueError, match="needs a loss: compile the model first"):
         pruning.prune_at_init(model, pruning.Snip(data=(x, y)), 0.5)
-    pruning.prune_at_init(model, pruning.Snip(data=(x, y), loss="mse"), 0.5)
+    with pytest.raises(ValueError, match="one output and one loss"):
+        pruning.prune_at_init(model, pruning.Snip(data=(x, y), loss=["mse", "mse"]), 0.5)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    pruning.prune_at_init(model, pruning.Snip(data=(x, y), loss=loss), 0.5)
+    full = {k: np.ones_like(m) for k, m in lth_keras.get_masks(model).items()}
+    with pytest.raises(ValueError, match="keeps entries the model has pruned"):
+        saliency.synaptic_flow(model, masks_lib.get_kernels(model), full)
 
 
 def test_synflow_needs_an_input_shape():
@@ -217,7 +224,7 @@ def test_synflow_needs_an_input_shape():
             super().__init__()
             self.fc = lth_keras.MaskedDense(2, name="fc")
 
-        def call(self, x):
+        def call(self, x, training=None):
             return self.fc(x)
 
     model = Net()

@@ -60,7 +60,7 @@ def test_round_trip_and_hash():
         ({"rounds": -1}, "rounds=-1"),
         ({"iterations": 1000, "eval_every": 300}, "a divisor of iterations=1000"),
         ({"rewind_iteration": 50000}, "below iterations=50000"),
-        ({"controls": ("reinit", "shuffle")}, "controls="),
+        ({"controls": ("reinit", "bogus")}, "controls="),
         ({"rate": 1.5}, "rate=1.5"),
         ({"scope": "global"}, "with scope='global' one rate prunes"),
         ({"lr_boundaries": (200, 100)}, "strictly increasing"),

@@ -105,3 +105,10 @@ def test_failed_commit_keeps_progress(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         run.commit(done={"b": 2})
     assert run.progress["done"] == {"a": 1}
+
+
+def test_a_field_added_later_matches_at_its_default(tmp_path):
+    RunDir(tmp_path, {"a": 1}).close()
+    RunDir(tmp_path, {"a": 1, "b": 2}, defaults={"b": 2}).close()
+    with pytest.raises(ValueError, match=r"differences in: \['b'\]"):
+        RunDir(tmp_path, {"a": 1, "b": 3}, defaults={"b": 2})

@@ -137,3 +137,26 @@ def test_tflite_matches_keras(ticket, inputs, tmp_path):
     interpreter.invoke()
     outputs = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     np.testing.assert_allclose(outputs, ticket.predict(inputs, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_compact_export_serves_a_smaller_model(inputs, tmp_path):
+    model = lth_keras.prunable(build_model("conv2", (16, 16, 3)))
+    kernels = lth_keras.masks.get_kernels(model)
+    masks = lth_keras.get_masks(model)
+    targets = pruning.PruneTargets(
+        {k: 0.5 for k in masks},
+        layouts={k: pruning.KernelLayout(-2, -1, is_output=k.startswith("output")) for k in masks},
+    )
+    scores = {k: np.abs(v) for k, v in kernels.items()}
+    lth_keras.set_masks(model, pruning.Units().select(scores, masks, targets))
+    info = export.export_ticket(model, tmp_path / "c", compact=True)
+    with open(os.path.join(info["path"], "assets.extra", "lth_keras.json")) as f:
+        assert json.load(f)["compact"] is True
+    serve = tf.saved_model.load(info["path"]).signatures["serving_default"]
+    outputs = serve(inputs=tf.constant(inputs))["outputs"].numpy()
+    np.testing.assert_allclose(outputs, model.predict(inputs, verbose=0), rtol=1e-4, atol=1e-4)
+    stored = sum(int(np.prod(s)) for s in _saved_variables(info["path"]).values())
+    assert stored < 0.5 * lth_keras.strip_masks(model).count_params()
+    with pytest.raises(ValueError, match="choose one"):
+        export.export_ticket(model, tmp_path / "d", compact=True, sparse=True)
+    assert not os.path.exists(tmp_path / "d")
