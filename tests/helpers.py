@@ -105,6 +105,12 @@ def kernel_gradients(layer, x):
         grads = jax.grad(loss)(trainable)
         index = {id(v): i for i, v in enumerate(layer.trainable_variables)}
         return [np.asarray(grads[index[id(v)]]) for v in kernels]
+    if backend == "torch":
+        import torch
+
+        loss = torch.sum(torch.square(layer(x).float()))
+        grads = torch.autograd.grad(loss, [v.value for v in kernels])
+        return [g.detach().cpu().numpy() for g in grads]
     raise NotImplementedError(f"No gradient helper for the {backend} backend.")
 
 

@@ -432,14 +432,16 @@ class _Placement:
         return isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
     def steps_per_execution(self, config):
-        """The config's, except under MultiWorkerMirroredStrategy: 1 unless set.
+        """The config's, except under MultiWorkerMirroredStrategy and on PyTorch: 1 unless set.
 
         Keras 3.15's multi-step train function fails under that strategy
         ("You must feed a value for placeholder tensor ..."), so the default
         of up to 100 steps per call applies to the other strategies only.
         """
-        if self._multi_worker() and config.steps_per_execution is None:
-            return 1
+        if config.steps_per_execution is None and (
+            self._multi_worker() or keras.backend.backend() == "torch"
+        ):
+            return 1  # Keras' torch trainer refuses more than one step per call
         return config.execution_steps
 
     def jit_compile(self, config):

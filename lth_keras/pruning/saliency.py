@@ -42,8 +42,9 @@ def _value_and_grad(fn, values, tangent=None):
         is no dependence).
     """
 
-    def dot(grads):  # ∇fn · tangent
-        return sum(ops.sum(g * t) for g, t in zip(grads, tangent, strict=True) if g is not None)
+    def dot(grads):  # ∇fn · tangent (tangent as tensors: PyTorch refuses NumPy operands here)
+        pairs = zip(grads, tangent, strict=True)
+        return sum(ops.sum(g * ops.convert_to_tensor(t)) for g, t in pairs if g is not None)
 
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -65,7 +66,7 @@ def _value_and_grad(fn, values, tangent=None):
             return fn(arrays) if tangent is None else dot(jax.grad(fn)(arrays))
 
         value, grads = jax.value_and_grad(objective)([jax.numpy.asarray(v) for v in values])
-    elif backend == "torch":  # not exercised by the test suite (no PyTorch installed)
+    elif backend == "torch":
         import torch
 
         tensors = [ops.convert_to_tensor(v).detach().requires_grad_() for v in values]
