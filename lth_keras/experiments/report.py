@@ -236,6 +236,25 @@ def _label_levels(axes, levels, most=12):
     axes.tick_params(axis="x", labelrotation=45 if len(levels) > 8 else 0)
 
 
+def _plot_arms(axes, rows, metric):
+    """One line per arm of `metric` against percent remaining; min-max bars from `summarize`."""
+    for kind in _kinds():
+        points = sorted(
+            (r for r in rows if r["kind"] == kind and metric in r),
+            key=lambda r: -r["weights_remaining"],
+        )
+        if not points:
+            continue
+        x = [100 * r["weights_remaining"] for r in points]
+        y = [r[metric] for r in points]
+        if f"{metric}_min" in points[0]:
+            low = [r[metric] - r[f"{metric}_min"] for r in points]
+            high = [r[f"{metric}_max"] - r[metric] for r in points]
+            axes.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label=_label(kind))
+        else:
+            axes.plot(x, y, marker="o", label=_label(kind))
+
+
 def plot(rows, metric, path):
     """Plots `metric` against the percentage of weights remaining, as a PNG.
 
@@ -271,20 +290,7 @@ def plot(rows, metric, path):
     from matplotlib import pyplot
 
     figure, axes = pyplot.subplots(figsize=(6.4, 4.2), dpi=100)
-    for kind in _kinds():
-        points = sorted(
-            (r for r in rows if r["kind"] == kind), key=lambda r: -r["weights_remaining"]
-        )
-        if not points:
-            continue
-        x = [100 * r["weights_remaining"] for r in points]
-        y = [r[metric] for r in points]
-        if f"{metric}_min" in points[0]:
-            low = [r[metric] - r[f"{metric}_min"] for r in points]
-            high = [r[f"{metric}_max"] - r[metric] for r in points]
-            axes.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label=_label(kind))
-        else:
-            axes.plot(x, y, marker="o", label=_label(kind))
+    _plot_arms(axes, rows, metric)
     axes.set_xscale("log")
     _label_levels(axes, sorted({100 * r["weights_remaining"] for r in rows}, reverse=True))
     axes.invert_xaxis()
@@ -374,21 +380,7 @@ def plot_overlap(rows, path):
     levels = sorted({100 * r["weights_remaining"] for r in rows}, reverse=True)
     for axes, key in zip(panels[0], keys, strict=True):
         p = float(key.split("@")[1])
-        for kind in _kinds():
-            points = sorted(
-                (r for r in rows if r["kind"] == kind and key in r),
-                key=lambda r: -r["weights_remaining"],
-            )
-            if not points:
-                continue
-            x = [100 * r["weights_remaining"] for r in points]
-            y = [r[key] for r in points]
-            if f"{key}_min" in points[0]:
-                low = [r[key] - r[f"{key}_min"] for r in points]
-                high = [r[f"{key}_max"] - r[key] for r in points]
-                axes.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label=_label(kind))
-            else:
-                axes.plot(x, y, marker="o", label=_label(kind))
+        _plot_arms(axes, rows, key)
         axes.axhline(p, color="gray", linestyle="--", label="R_p = p")
         axes.set_xscale("log")
         _label_levels(axes, levels, most=8)
