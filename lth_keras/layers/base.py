@@ -103,9 +103,12 @@ def _gradient_masked(kernel, mask):
 
         return ops.convert_to_tensor(value), grad
 
-    # The variable's tensor, not the variable: PyTorch's autograd.Function
-    # (Keras' torch custom_gradient) only tracks tensor arguments.
-    return masked(ops.convert_to_tensor(kernel))
+    if keras.backend.backend() == "torch":
+        # PyTorch's autograd.Function (Keras' torch custom_gradient) only
+        # tracks tensor arguments, not variables. Elsewhere the variable is
+        # passed as it is, as in the first release.
+        kernel = ops.convert_to_tensor(kernel)
+    return masked(kernel)
 
 
 def _copy(value):
