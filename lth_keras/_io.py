@@ -12,7 +12,28 @@ import os
 import shutil
 import tempfile
 
-__all__ = ["WriteError", "atomic_write", "free_bytes", "render_to_bytes", "sha256_file"]
+__all__ = [
+    "WriteError",
+    "atomic_write",
+    "cache_folder",
+    "free_bytes",
+    "render_to_bytes",
+    "sha256_file",
+]
+
+
+def cache_folder():
+    """lth_keras's cache folder.
+
+    `$LTH_KERAS_CACHE`, else `$XDG_CACHE_HOME/lth_keras` or `~/.cache/lth_keras`.
+
+    It holds decoded data sets (`lth_keras.experiments.decoded`) and compiled
+    XLA programs (`lth_keras.tensorflow.compile_cache`).
+    """
+    if os.environ.get("LTH_KERAS_CACHE"):
+        return os.environ["LTH_KERAS_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "lth_keras")
 
 
 def sha256_file(path):

@@ -25,17 +25,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from lth_keras._io import atomic_write
+from lth_keras._io import atomic_write, cache_folder
 
 __all__ = ["cache_folder", "decoded_split"]
-
-
-def cache_folder():
-    """The folder holding decoded splits (see the module docstring)."""
-    if os.environ.get("LTH_KERAS_CACHE"):
-        return os.environ["LTH_KERAS_CACHE"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "lth_keras")
 
 
 def _cache_path(name, split):

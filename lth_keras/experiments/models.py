@@ -45,12 +45,24 @@ def _init():
     return keras.initializers.GlorotNormal()
 
 
-def lenet_300_100(input_shape=(28, 28, 1), num_classes=10):
+def _scaled(count, width):
+    """`count` units or filters at `width`: rounded, at least 1."""
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
+        raise ValueError(
+            "Received an invalid value for `width`, expected a float > 0. "
+            f"Received: width={width!r}"
+        )
+    return max(1, round(count * width))
+
+
+def lenet_300_100(input_shape=(28, 28, 1), num_classes=10, width=1.0):
     """LeNet-300-100: two fully connected hidden layers of 300 and 100 units.
 
     Args:
         input_shape: Image shape. Defaults to `(28, 28, 1)`.
         num_classes: Defaults to `10`.
+        width: Multiplies the hidden units (rounded, at least 1). Defaults
+            to `1.0`.
 
     Returns:
         A Sequential model with layers `fc1`, `fc2`, `output` (logits).
@@ -65,21 +77,27 @@ def lenet_300_100(input_shape=(28, 28, 1), num_classes=10):
         [
             keras.Input(input_shape),
             keras.layers.Flatten(name="flatten"),
-            keras.layers.Dense(300, activation="relu", kernel_initializer=_init(), name="fc1"),
-            keras.layers.Dense(100, activation="relu", kernel_initializer=_init(), name="fc2"),
+            keras.layers.Dense(
+                _scaled(300, width), activation="relu", kernel_initializer=_init(), name="fc1"
+            ),
+            keras.layers.Dense(
+                _scaled(100, width), activation="relu", kernel_initializer=_init(), name="fc2"
+            ),
             keras.layers.Dense(num_classes, kernel_initializer=_init(), name="output"),
         ],
         name="lenet_300_100",
     )
 
 
-def conv_net(name, input_shape=(32, 32, 3), num_classes=10):
+def conv_net(name, input_shape=(32, 32, 3), num_classes=10, width=1.0):
     """Conv-2, Conv-4 or Conv-6: VGG-like 3x3 convolutions, then 256-256 fc.
 
     Args:
         name: `"conv2"`, `"conv4"` or `"conv6"`.
         input_shape: Defaults to `(32, 32, 3)`.
         num_classes: Defaults to `10`.
+        width: Multiplies the filters of every convolution and the units
+            of `fc1` and `fc2` (rounded, at least 1). Defaults to `1.0`.
 
     Returns:
         A Sequential model: `conv1`..`convN` (ReLU, same padding, 2x2 max
@@ -108,7 +126,7 @@ def conv_net(name, input_shape=(32, 32, 3), num_classes=10):
             convs += 1
             layers.append(
                 keras.layers.Conv2D(
-                    spec,
+                    _scaled(spec, width),
                     3,
                     padding="same",
                     activation="relu",
@@ -118,19 +136,25 @@ def conv_net(name, input_shape=(32, 32, 3), num_classes=10):
             )
     layers += [
         keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(256, activation="relu", kernel_initializer=_init(), name="fc1"),
-        keras.layers.Dense(256, activation="relu", kernel_initializer=_init(), name="fc2"),
+        keras.layers.Dense(
+            _scaled(256, width), activation="relu", kernel_initializer=_init(), name="fc1"
+        ),
+        keras.layers.Dense(
+            _scaled(256, width), activation="relu", kernel_initializer=_init(), name="fc2"
+        ),
         keras.layers.Dense(num_classes, kernel_initializer=_init(), name="output"),
     ]
     return keras.Sequential(layers, name=name)
 
 
-def vgg19(input_shape=(32, 32, 3), num_classes=10):
+def vgg19(input_shape=(32, 32, 3), num_classes=10, width=1.0):
     """VGG-19 for CIFAR-10: 16 conv layers with BatchNorm, average pool, one fc.
 
     Args:
         input_shape: Defaults to `(32, 32, 3)`.
         num_classes: Defaults to `10`.
+        width: Multiplies the filters of every convolution (rounded, at
+            least 1). Defaults to `1.0`.
 
     Returns:
         A Sequential model with `conv1`..`conv16`, `bn1`..`bn16`, `output`.
@@ -150,7 +174,11 @@ def vgg19(input_shape=(32, 32, 3), num_classes=10):
         convs += 1
         layers += [
             keras.layers.Conv2D(
-                spec, 3, padding="same", kernel_initializer=_init(), name=f"conv{convs}"
+                _scaled(spec, width),
+                3,
+                padding="same",
+                kernel_initializer=_init(),
+                name=f"conv{convs}",
             ),
             keras.layers.BatchNormalization(name=f"bn{convs}"),
             keras.layers.ReLU(),
@@ -176,7 +204,7 @@ def _conv_bn(x, filters, kernel_size, strides, name):
     return keras.layers.BatchNormalization(name=f"{name}_bn")(x)
 
 
-def resnet20(input_shape=(32, 32, 3), num_classes=10):
+def resnet20(input_shape=(32, 32, 3), num_classes=10, width=1.0):
     """ResNet-20 for CIFAR-10 (He et al., 2016): 3 stages of 3 basic blocks.
 
     Stages have 16, 32 and 64 filters; the first block of stages 2 and 3
@@ -185,6 +213,8 @@ def resnet20(input_shape=(32, 32, 3), num_classes=10):
     Args:
         input_shape: Defaults to `(32, 32, 3)`.
         num_classes: Defaults to `10`.
+        width: Multiplies the filters of every convolution (rounded, at
+            least 1): `width=4` is a 4x wide ResNet-20. Defaults to `1.0`.
 
     Returns:
         A functional model with layers `conv`, `s{stage}b{block}_conv{1,2}`,
@@ -197,9 +227,10 @@ def resnet20(input_shape=(32, 32, 3), num_classes=10):
     ```
     """
     inputs = keras.Input(input_shape)
-    x = keras.layers.ReLU()(_conv_bn(inputs, 16, 3, 1, "conv"))
-    filters_in = 16
-    for stage, filters in enumerate((16, 32, 64), start=1):
+    stem = _scaled(16, width)
+    x = keras.layers.ReLU()(_conv_bn(inputs, stem, 3, 1, "conv"))
+    filters_in = stem
+    for stage, filters in enumerate([_scaled(f, width) for f in (16, 32, 64)], start=1):
         for block in range(1, 4):
             strides = 2 if stage > 1 and block == 1 else 1
             name = f"s{stage}b{block}"
@@ -215,7 +246,7 @@ def resnet20(input_shape=(32, 32, 3), num_classes=10):
     return keras.Model(inputs, outputs, name="resnet20")
 
 
-def build_model(name, input_shape, num_classes=10):
+def build_model(name, input_shape, num_classes=10, width=1.0):
     """Builds one of the paper's networks by name.
 
     Args:
@@ -223,12 +254,14 @@ def build_model(name, input_shape, num_classes=10):
             `"resnet20"`.
         input_shape: Image shape, e.g. `(28, 28, 1)` or `(32, 32, 3)`.
         num_classes: Defaults to `10`.
+        width: Multiplies the hidden units and filters (see each builder).
+            Defaults to `1.0`.
 
     Returns:
         A plain (unmasked) Keras model.
 
     Raises:
-        ValueError: If `name` is unknown.
+        ValueError: If `name` is unknown or `width` is not a float > 0.
 
     Example:
 
@@ -237,13 +270,13 @@ def build_model(name, input_shape, num_classes=10):
     ```
     """
     if name == "lenet":
-        return lenet_300_100(input_shape, num_classes)
+        return lenet_300_100(input_shape, num_classes, width)
     if name in _CONV_PLANS:
-        return conv_net(name, input_shape, num_classes)
+        return conv_net(name, input_shape, num_classes, width)
     if name == "vgg19":
-        return vgg19(input_shape, num_classes)
+        return vgg19(input_shape, num_classes, width)
     if name == "resnet20":
-        return resnet20(input_shape, num_classes)
+        return resnet20(input_shape, num_classes, width)
     raise ValueError(
         "Received an invalid value for `name`, expected one of "
         f"['lenet', 'conv2', 'conv4', 'conv6', 'vgg19', 'resnet20']. Received: name={name!r}"

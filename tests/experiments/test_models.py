@@ -93,3 +93,38 @@ def test_architectures(name, shape, params, masked):
 def test_unknown_model():
     with pytest.raises(ValueError, match="name='mlp'"):
         build_model("mlp", (28, 28, 1))
+
+
+@pytest.mark.parametrize(
+    "name, shape, width, params",
+    [
+        ("lenet", (28, 28, 1), 0.5, 784 * 150 + 150 + 150 * 50 + 50 + 50 * 10 + 10),
+        (
+            "conv2",
+            (28, 28, 1),
+            0.25,
+            (9 * 16 + 16)
+            + (9 * 16 * 16 + 16)
+            + (14 * 14 * 16 * 64 + 64)
+            + (64 * 64 + 64)
+            + (64 * 10 + 10),
+        ),
+    ],
+    ids=["lenet-half", "conv2-quarter"],
+)
+def test_width_scales_hidden_units_and_filters(name, shape, width, params):
+    model = build_model(name, shape, width=width)
+    assert model.count_params() == params
+    assert model.output_shape == (None, 10)
+
+
+def test_width_scales_resnet_filters():
+    model = build_model("resnet20", (32, 32, 3), width=2)
+    assert model.get_layer("conv").filters == 32
+    assert model.get_layer("s3b3_conv2").filters == 128
+
+
+@pytest.mark.parametrize("width", [0, -1.0, True, "2"], ids=["zero", "negative", "bool", "str"])
+def test_invalid_width(width):
+    with pytest.raises(ValueError, match="width"):
+        build_model("conv2", (28, 28, 1), width=width)

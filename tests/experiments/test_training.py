@@ -91,3 +91,51 @@ def test_eval_recorder_records_every_period(data):
         "test_loss",
         "test_accuracy",
     }
+
+
+class _CountingModel:
+    """Stands in for a model: counts test evaluations."""
+
+    stop_training = False
+
+    def __init__(self):
+        self.evaluations = 0
+
+    def evaluate(self, data, verbose=0, return_dict=True):
+        self.evaluations += 1
+        return {"loss": 1.0 + self.evaluations, "accuracy": 0.1 * self.evaluations}
+
+
+def _period(recorder, epoch, val_loss):
+    logs = {"loss": 0.0, "accuracy": 0.0, "val_loss": val_loss, "val_accuracy": 0.0}
+    recorder.on_epoch_end(epoch, logs)
+    return recorder.records[-1]
+
+
+def test_eval_recorder_tests_only_candidate_early_stopping_points_and_the_last():
+    model = _CountingModel()
+    recorder = training.EvalRecorder(None, eval_every=10)
+    recorder.set_model(model)
+    recorder.set_params({"epochs": 5})
+    losses = [0.5, 0.6, 0.5, 0.4, 0.7]  # new minima at 1 and 4; 3 ties period 1
+    tested = ["test_accuracy" in _period(recorder, e, v) for e, v in enumerate(losses)]
+    assert tested == [True, False, False, True, True]
+    assert model.evaluations == 3
+    result = training.early_stopping(recorder.records)
+    assert result["es_iteration"] == 40
+    assert result["test_accuracy_es"] == pytest.approx(0.2)
+    assert result["test_accuracy_final"] == pytest.approx(0.3)
+
+
+def test_eval_recorder_every_period_and_early_end():
+    model = _CountingModel()
+    recorder = training.EvalRecorder(None, eval_every=10, test_every_period=True)
+    recorder.set_model(model)
+    recorder.set_params({"epochs": 4})
+    assert all("test_accuracy" in _period(recorder, e, v) for e, v in enumerate([1, 2, 3]))
+    lazy = training.EvalRecorder(None, eval_every=10, records=[{"val_loss": 0.1}])
+    lazy.set_model(_CountingModel())
+    lazy.set_params({"epochs": 4})
+    assert "test_accuracy" not in _period(lazy, 1, 0.2)
+    lazy.on_train_end()  # stopped early, e.g. by another callback
+    assert lazy.records[-1]["test_accuracy"] == pytest.approx(0.1)
