@@ -6,6 +6,7 @@ state is read and written through `lth_keras.masks` and `lth_keras.rewind`.
 
 import contextlib
 import copy
+import warnings
 import zlib
 
 import keras
@@ -473,6 +474,15 @@ class LotteryPruner(keras.callbacks.Callback):
             )
         old = masks_lib.get_masks(self.model)
         new = self._prune(masks_lib.get_kernels(self.model), old)
+        if all(np.array_equal(new[key], old[key]) for key in new):
+            warnings.warn(
+                f"LotteryPruner: round {self.round + 1} prunes no weight: the structure "
+                f"({type(self.structure).__name__}), rates and exclusions allow no sparser "
+                "mask (e.g. every group of 2:4 already holds 2 of 4), so this round and "
+                "later ones retrain the same mask. Stop earlier with max_rounds or "
+                "target_sparsity.",
+                stacklevel=2,
+            )
         masks_lib.set_masks(self.model, new)
         self._reset_weights()
         self.round += 1

@@ -1,5 +1,7 @@
 """Structured sparsity: whole units, blocks and N:M groups, exact over several rounds."""
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -380,7 +382,8 @@ def prune_rounds(make_layer, input_shape, name, rounds=3, **kwargs):
     model.compile("sgd", "mse")
     x, y = np.zeros((2, *input_shape), dtype), np.zeros((2, 2), "float32")
     kwargs.setdefault("exclude", ["out"])  # its input axis need not divide into groups
-    pruner = lth_keras.LotteryPruner(rate=0.25, structure=name, **kwargs)
+    kwargs.setdefault("rate", 0.25)
+    pruner = lth_keras.LotteryPruner(structure=name, **kwargs)
     history = [lth_keras.get_masks(model)]
     for _ in range(rounds + 1):
         model.fit(x, y, epochs=0, callbacks=[pruner], verbose=0)
@@ -420,7 +423,10 @@ def test_every_supported_layer_type(layer_id, make_layer, input_shape, name):
 def test_depthwise_kernels_are_refused_unless_excluded(make_layer, kernel, name):
     with pytest.raises(ValueError, match=f"needs the .* axis.*'dw/{kernel}'.*Masked"):
         prune_rounds(make_layer, (4, 4, 8), name, rounds=1)
-    masks, _ = prune_rounds(make_layer, (4, 4, 8), name, rounds=1, exclude=["dw"])
+    # Only the output layer is left, and units never prunes the model's outputs.
+    nothing = pytest.warns(UserWarning, match="prunes no weight")
+    with nothing if name == "units" else contextlib.nullcontext():
+        masks, _ = prune_rounds(make_layer, (4, 4, 8), name, rounds=1, exclude=["dw"])
     assert masks[-1].all()
 
 
@@ -445,3 +451,10 @@ def test_user_layers_without_kernel_axes_are_refused(data):
     with pytest.raises(ValueError, match="layer type MaskedScale.*`kernel_axes`"):
         model.fit(x, y, epochs=1, callbacks=[pruner], verbose=0)
     assert not pruner.history
+
+
+def test_pruner_warns_when_the_structure_allows_no_sparser_mask():
+    """2:4 at rate 0.5 reaches 2 of 4 in one round; the next round prunes nothing."""
+    with pytest.warns(UserWarning, match="round 2 prunes no weight"):
+        more, _ = prune_rounds(LAYERS[0][1], LAYERS[0][2], "2:4", rounds=2, rate=0.5)
+    np.testing.assert_array_equal(more[-1], more[-2])
