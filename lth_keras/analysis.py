@@ -93,16 +93,39 @@ def _checked(a, b, masks):
     return kernels_a, kernels_b, checked
 
 
-def _top(weight, mask, p):
-    """Boolean array: the top `count(p, n)` surviving entries of `weight`."""
+def _ranked(weight, mask):
+    """Flat indices of the surviving entries of `weight`, largest |w| first.
+
+    A stable sort on -|w|: among equal magnitudes the lower flat index first.
+    """
     alive = np.arange(weight.size) if mask is None else np.flatnonzero(mask)
-    count = alive.size if p == 1 else prune_count(alive.size, p)
     magnitude = np.abs(weight.reshape(-1)[alive])
-    # Stable sort on -|w|: among equal magnitudes the lower flat index first.
-    order = np.argsort(-magnitude, kind="stable")[:count]
-    top = np.zeros(weight.size, dtype=bool)
-    top[alive[order]] = True
-    return top, count
+    return alive[np.argsort(-magnitude, kind="stable")]
+
+
+def _shared(order_a, order_b, p, size):
+    """`(|top_a & top_b|, count)` for the top `count(p, n)` of two rankings."""
+    alive = order_a.size
+    count = alive if p == 1 else prune_count(alive, p)
+    top = np.zeros(size, dtype=bool)
+    top[order_a[:count]] = True
+    return int(np.count_nonzero(top[order_b[:count]])), count
+
+
+def _overlaps(a, b, ps, masks):
+    """`{p: (per-kernel ratios, network ratio)}`, each kernel ranked once for all `ps`."""
+    sums = {p: [{}, 0, 0] for p in ps}
+    for name in a:
+        mask = None if masks is None else masks[name]
+        order_a, order_b = _ranked(a[name], mask), _ranked(b[name], mask)
+        for p in ps:
+            overlap, count = _shared(order_a, order_b, p, a[name].size)
+            ratios, shared, total = sums[p]
+            ratios[name] = overlap / count if count else 1.0
+            sums[p][1:] = [shared + overlap, total + count]
+    return {
+        p: (ratios, shared / total if total else 1.0) for p, (ratios, shared, total) in sums.items()
+    }
 
 
 def overlap_ratio(a, b, p, masks=None, per_layer=False):
@@ -149,16 +172,30 @@ def overlap_ratio(a, b, p, masks=None, per_layer=False):
     overlap_ratio(theta_0, theta_t, 0.2, masks=masks)  # about 0.2: uncorrelated
     ```
     """
-    _check_p(p)
+    return overlap_ratios(a, b, (p,), masks=masks, per_layer=per_layer)[p]
+
+
+def overlap_ratios(a, b, ps, masks=None, per_layer=False):
+    """`overlap_ratio` for several `p` at once, ranking each kernel only once.
+
+    Args:
+        a, b, masks, per_layer: As for `overlap_ratio`.
+        ps: A sequence of fractions, each in (0, 1].
+
+    Returns:
+        A dict from each `p` to what `overlap_ratio(a, b, p, ...)` returns.
+
+    Raises:
+        TypeError, ValueError: As `overlap_ratio`, for any `p`.
+
+    Example:
+
+    ```python
+    overlap_ratios(theta_0, theta_t, (0.1, 0.2, 0.5), masks=masks)  # {0.1: ..., ...}
+    ```
+    """
+    for p in ps:
+        _check_p(p)
     a, b, masks = _checked(a, b, masks)
-    ratios, shared, total = {}, 0, 0
-    for name in a:
-        mask = None if masks is None else masks[name]
-        top_a, count = _top(a[name], mask, p)
-        top_b, _ = _top(b[name], mask, p)
-        overlap = int(np.count_nonzero(top_a & top_b))
-        ratios[name] = overlap / count if count else 1.0
-        shared, total = shared + overlap, total + count
-    if per_layer:
-        return ratios
-    return shared / total if total else 1.0
+    results = _overlaps(a, b, tuple(ps), masks)
+    return {p: ratios if per_layer else total for p, (ratios, total) in results.items()}

@@ -11,7 +11,7 @@ R_p(θ0, θT).
 import keras
 
 from lth_keras import masks as masks_lib
-from lth_keras.analysis import overlap_ratio
+from lth_keras.analysis import overlap_ratios
 
 __all__ = ["OverlapTracker", "overlap_key"]
 
@@ -66,4 +66,5 @@ class OverlapTracker(keras.callbacks.Callback):
         """`{overlap_key(p): R_p(start, trained)}`, ranked among surviving weights."""
         trained = masks_lib.get_kernels(model)
         masks = masks_lib.get_masks(model)
-        return {overlap_key(p): overlap_ratio(self.start, trained, p, masks=masks) for p in self.ps}
+        ratios = overlap_ratios(self.start, trained, self.ps, masks=masks)
+        return {overlap_key(p): ratio for p, ratio in ratios.items()}

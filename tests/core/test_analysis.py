@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import lth_keras
-from lth_keras.analysis import overlap_ratio
+from lth_keras.analysis import overlap_ratio, overlap_ratios
 from lth_keras.masks import get_kernels
 
 
@@ -232,3 +232,18 @@ def test_model_without_masked_layers():
     plain = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5)])
     with pytest.raises(ValueError, match=r"no masked layers.*lth_keras.prunable\(model\)"):
         overlap_ratio(plain, plain, 0.5)
+
+
+def test_overlap_ratios_match_overlap_ratio_for_each_p():
+    rng = np.random.default_rng(3)
+    a = {"k1": rng.normal(size=(20, 7)), "k2": rng.normal(size=(9,))}
+    b = {"k1": rng.normal(size=(20, 7)), "k2": rng.normal(size=(9,))}
+    masks = {"k1": rng.random((20, 7)) < 0.6, "k2": np.ones(9, bool)}
+    ps = (0.1, 0.25, 0.5, 1.0)
+    for per_layer in (False, True):
+        many = overlap_ratios(a, b, ps, masks=masks, per_layer=per_layer)
+        assert list(many) == list(ps)
+        for p in ps:
+            assert many[p] == overlap_ratio(a, b, p, masks=masks, per_layer=per_layer)
+    with pytest.raises(ValueError, match="p"):
+        overlap_ratios(a, b, (0.2, 1.5))
