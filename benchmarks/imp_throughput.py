@@ -14,7 +14,11 @@ the runner's first training step.
     TFDS_DATA_DIR=../shared/data/tensorflow_datasets python benchmarks/imp_throughput.py
 
 Flags override the experiment (defaults: the README main job's settings with
-3 rounds); `--nojit_compile` measures the graph (non-XLA) path.
+3 rounds); `--nojit_compile` measures the graph (non-XLA) path. Like the
+example scripts, it keeps compiled XLA programs in a persistent cache
+(`lth_keras.tensorflow.compile_cache`): the first run on a machine compiles
+(cold start), later runs load them (warm start); `--nocompile_cache` always
+compiles.
 """
 
 import time
@@ -34,6 +38,9 @@ flags.DEFINE_list("controls", ["reinit"], "Controls per round.")
 flags.DEFINE_bool("jit_compile", True, "XLA (the runner's default).")
 flags.DEFINE_integer("steps_per_execution", None, "Default: the runner's (up to 100).")
 flags.DEFINE_integer("seed", 0, "Seed.")
+flags.DEFINE_bool(
+    "compile_cache", True, "Use the example scripts' persistent XLA cache (run twice: warm)."
+)
 flags.DEFINE_integer("bare_runs", 1, "Bare fits (each trains as many iterations as the runner).")
 flags.DEFINE_string("json_out", "", "Optional path for the results as JSON.")
 FLAGS = flags.FLAGS
@@ -86,6 +93,10 @@ def bare_fit(config, splits, total):
 
 def main(argv):
     del argv
+    if FLAGS.compile_cache:
+        from lth_keras.tensorflow.compile_cache import enable_compile_cache
+
+        enable_compile_cache()
     first = FirstStep()
     from lth_keras.experiments import data, preset, run
 

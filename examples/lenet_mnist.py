@@ -8,6 +8,12 @@ overrides the preset; a run killed at any moment resumes when run again.
 
     python examples/lenet_mnist.py --rounds=5 --iterations=5000 --controls=reinit
 
+Cheaper tickets and other ways to draw them: `--early_bird` stops every round
+that only finds the next mask once that mask settles (`--eval_rounds=3` also
+trains round 3 in full), and `--controls=snip,grasp,synflow,shuffle
+--control_rounds=3,5` trains masks found at initialisation and the shuffled
+ticket beside the ticket at rounds 3 and 5.
+
 Set TFDS_DATA_DIR to a TensorFlow Datasets folder holding MNIST (or let TFDS
 download it).
 """

@@ -1,7 +1,9 @@
 """Experiment arms: the kinds of training job a round can run.
 
 Every round trains the `ticket` arm (the pruned network, through
-`LotteryPruner`) and then, on request, controls at the ticket's sparsity.
+`LotteryPruner`) and then, on request, controls at the ticket's sparsity:
+re-initialised, random, shuffled, pruned & fine-tuned, or pruned at
+initialisation by SNIP, GraSP or SynFlow.
 Each arm is a small class registered by name (the names `controls=` and
 `--controls` accept), as open_lth's branches are: it says where in the round
 its training starts and how a fresh model is prepared from the round's
@@ -21,11 +23,16 @@ from lth_keras.callbacks import get_reset
 __all__ = [
     "ARMS",
     "CONTROLS",
+    "AT_INIT_EXAMPLES_PER_CLASS",
     "Arm",
+    "AtInit",
+    "GraspAtInit",
     "PruneFineTune",
     "RandomMask",
     "Reinit",
     "Shuffle",
+    "SnipAtInit",
+    "SynFlowAtInit",
     "Ticket",
     "schedule",
 ]
@@ -65,7 +72,7 @@ class Arm(Policy):
         """Whether the arm's weights come from the rewind point."""
         return get_reset(config.reset).rewinds
 
-    def prepare(self, model, ticket_masks, config, round_, trained=None):
+    def prepare(self, model, ticket_masks, config, round_, trained=None, batch=None):
         """Sets a control's masks and weights; the model holds the rewind point.
 
         Args:
@@ -76,12 +83,26 @@ class Arm(Policy):
             round_: The round.
             trained: For arms whose `needs_trained()`, the ticket of round
                 `round_ - 1` as a `lth_keras.Ticket` (its trained weights).
+            batch: For arms whose `needs_batch()`, a batch `(x, y)` of
+                training data (NumPy arrays).
         """
         raise NotImplementedError
 
     def needs_trained(self):
         """Whether `prepare` needs the previous round's trained ticket."""
         return False
+
+    def needs_batch(self):
+        """Whether `prepare` needs a batch of training data."""
+        return False
+
+    def mask_iterations(self, ticket_iterations):
+        """Training steps spent to find this arm's mask, given the ticket's.
+
+        Controls built from the ticket's mask (or its per-layer counts) cost
+        what the ticket cost; masks found at initialisation cost nothing.
+        """
+        return ticket_iterations
 
 
 ARMS = Registry("control", Arm)
@@ -105,7 +126,7 @@ class Reinit(Arm):
     def rewinds(self, config):
         return False
 
-    def prepare(self, model, ticket_masks, config, round_, trained=None):
+    def prepare(self, model, ticket_masks, config, round_, trained=None, batch=None):
         masks_lib.set_masks(model, ticket_masks)
         seed = int(self.seed(config, round_)[0])
         for i, layer in enumerate(masks_lib.masked_layers(model)):
@@ -123,7 +144,7 @@ class RandomMask(Arm):
     label = "random mask"
     seed_key = 2  # the value of the first release, so its results reproduce
 
-    def prepare(self, model, ticket_masks, config, round_, trained=None):
+    def prepare(self, model, ticket_masks, config, round_, trained=None, batch=None):
         rng = np.random.default_rng(self.seed(config, round_))
         masks_lib.set_masks(model, pruning.random_masks_like(ticket_masks, rng))
 
@@ -145,7 +166,7 @@ class PruneFineTune(Arm):
     def rewinds(self, config):
         return False
 
-    def prepare(self, model, ticket_masks, config, round_, trained=None):
+    def prepare(self, model, ticket_masks, config, round_, trained=None, batch=None):
         trained.apply(model, weights="final")
         masks_lib.set_masks(model, ticket_masks)
 
@@ -171,9 +192,125 @@ class Shuffle(Arm):
     label = "shuffled mask"
     seed_key = 3
 
-    def prepare(self, model, ticket_masks, config, round_, trained=None):
+    def prepare(self, model, ticket_masks, config, round_, trained=None, batch=None):
         rng = np.random.default_rng(self.seed(config, round_))
         masks_lib.set_masks(model, pruning.shuffle_masks(ticket_masks, rng))
+
+
+#: Training examples the data-based scores at initialisation see: 10 per
+#: class, as the reference code (`--prune-dataset-ratio 10`), so 100 on MNIST.
+AT_INIT_EXAMPLES_PER_CLASS = 10
+
+
+class AtInit(Arm):
+    """Base of the arms that prune the ticket's initial weights at once by a score.
+
+    At round `r` the model holds the rewind point (the ticket's initial
+    weights, unpruned); `prepare` prunes it in one shot with
+    `lth_keras.pruning.prune_at_init` and `scope="global"` to exactly the
+    ticket's number of remaining weights at round `r` (layers in
+    `config.exclude` stay dense, as the ticket's do), and the arm then
+    trains for the same iterations as the ticket. Global, not layerwise:
+    SNIP, GraSP and SynFlow are defined and evaluated by their papers with
+    one threshold over all weights, the per-layer allocation being part of
+    what each score decides; SynFlow in particular exists to keep global
+    pruning from disconnecting a layer (layer collapse), and layerwise
+    pruning would hand it the ticket's per-layer counts instead. The count
+    is exact for unstructured sparsity (tested); a structured
+    `config.structure` rounds to its units. The mask costs no training
+    (`mask_iterations` is 0). SNIP and GraSP score on the first
+    `AT_INIT_EXAMPLES_PER_CLASS * classes` examples of the run's training
+    stream (`batch`, passed by the runner); SynFlow needs no data.
+
+    Example:
+
+    ```python
+    # As controls of a run: SNIP, GraSP and SynFlow at rounds 7 and 12.
+    config = preset("lenet", controls=("snip", "grasp", "synflow"), control_rounds=(7, 12))
+    # Or by hand, on a model holding the ticket's initial weights, unpruned:
+    ARMS.get("snip").prepare(model, ticket_masks, config, 7, batch=(x[:100], y[:100]))
+    ```
+    """
+
+    score_name = None
+
+    def make_score(self, batch):
+        """The `lth_keras.pruning.Score` this arm prunes with.
+
+        Args:
+            batch: A batch `(x, y)` of training data, or `None` for SynFlow.
+
+        Returns:
+            A new `Score` instance.
+        """
+        raise NotImplementedError
+
+    def mask_iterations(self, ticket_iterations):
+        return 0
+
+    def prepare(self, model, ticket_masks, config, round_, trained=None, batch=None):
+        keys = _pooled_keys(model, config.exclude)
+        size = sum(int(np.size(ticket_masks[key])) for key in keys)
+        kept = sum(int(np.sum(ticket_masks[key])) for key in keys)
+        if kept == size:
+            return  # nothing pruned: the dense rewind point
+        rng = np.random.default_rng(self.seed(config, round_))
+        pruning.prune_at_init(
+            model,
+            self.make_score(batch),
+            (size - kept) / size,  # prune_count gives back `size - kept` exactly
+            scope="global",
+            structure=config.structure,
+            exclude=config.exclude,
+            rng=rng,
+        )
+
+
+def _pooled_keys(model, exclude):
+    """The kernel keys global pruning pools: those of layers not excluded."""
+    entries = masks_lib.prunable_entries(model)
+    types = {layer.name: tuple(c.__name__ for c in type(layer).__mro__) for _, layer, _ in entries}
+    pruned = pruning.resolve_rates(list(types.items()), 0.5, 0.5, None, exclude)
+    return [key for key, layer, _ in entries if layer.name in pruned]
+
+
+@ARMS.register("snip")
+class SnipAtInit(AtInit):
+    """SNIP at initialisation (Lee et al., ICLR 2019) on a batch of training data."""
+
+    label = "SNIP"
+    seed_key = 5
+
+    def needs_batch(self):
+        return True
+
+    def make_score(self, batch):
+        return pruning.Snip(data=batch)
+
+
+@ARMS.register("grasp")
+class GraspAtInit(AtInit):
+    """GraSP at initialisation (Wang et al., ICLR 2020) on a batch of training data."""
+
+    label = "GraSP"
+    seed_key = 6
+
+    def needs_batch(self):
+        return True
+
+    def make_score(self, batch):
+        return pruning.GraSP(data=batch)
+
+
+@ARMS.register("synflow")
+class SynFlowAtInit(AtInit):
+    """SynFlow at initialisation (Tanaka et al., NeurIPS 2020): data-free, 100 steps."""
+
+    label = "SynFlow"
+    seed_key = 7
+
+    def make_score(self, batch):
+        return pruning.SynFlow()
 
 
 #: The arms `ExperimentConfig.controls` accepts.
@@ -184,7 +321,8 @@ def schedule(config):
     """The jobs of a run in order: `(arm name, round)` pairs.
 
     Round 0 trains the dense network; every later round trains the ticket,
-    then each control of `config.controls`.
+    then each control of `config.controls` (only at `config.control_rounds`
+    when given).
 
     Example:
 
@@ -195,6 +333,6 @@ def schedule(config):
     """
     for round_ in range(config.rounds + 1):
         yield "ticket", round_
-        if round_ > 0:
+        if round_ > 0 and (not config.control_rounds or round_ in config.control_rounds):
             for name in config.controls:
                 yield name, round_

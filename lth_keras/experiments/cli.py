@@ -32,6 +32,7 @@ def define_flags(models):
     ```
     """
     flags.DEFINE_enum("model", models[0], models, "Network: a preset of the paper's Figure 2.")
+    flags.DEFINE_float("width", None, "Multiplier of hidden units and filters (1: the paper's).")
     flags.DEFINE_enum("dataset", None, config_lib.DATASETS, "Data set (the preset's by default).")
     flags.DEFINE_integer("rounds", None, "Pruning rounds after the dense round 0.")
     flags.DEFINE_float("rate", None, "Fraction of remaining weights pruned per round.")
@@ -53,6 +54,21 @@ def define_flags(models):
     )
     flags.DEFINE_list(
         "controls", None, f"Controls per round: {', '.join(config_lib.CONTROLS)} (or none)."
+    )
+    flags.DEFINE_list(
+        "control_rounds", None, "Rounds at which the controls train (default: every round)."
+    )
+    flags.DEFINE_bool(
+        "early_bird",
+        None,
+        "Early-bird rounds: a round that only finds the next mask stops once the mask settles.",
+    )
+    flags.DEFINE_integer("early_bird_window", None, "Early-bird masks compared (default 5).")
+    flags.DEFINE_float(
+        "early_bird_threshold", None, "Largest early-bird mask distance (default 0.1)."
+    )
+    flags.DEFINE_list(
+        "eval_rounds", None, "With --early_bird, rounds also trained in full for evaluation."
     )
     flags.DEFINE_integer("iterations", None, "Training steps per round.")
     flags.DEFINE_integer("eval_every", None, "Steps between evaluations; divides iterations.")
@@ -82,7 +98,9 @@ def define_flags(models):
     )
     flags.DEFINE_string("tpu", None, "TPU address or name for --strategy=tpu.")
     flags.DEFINE_string("output_dir", None, "Run directory; default runs/<model>-<config hash>.")
-    flags.DEFINE_integer("checkpoint_every", 1, "Evaluation periods between checkpoints.")
+    flags.DEFINE_integer(
+        "checkpoint_every", None, "Evaluation periods between checkpoints (default: each minute)."
+    )
     flags.DEFINE_integer(
         "verbose",
         1,
@@ -90,6 +108,9 @@ def define_flags(models):
         "evaluation on a terminal and one per pruning round.",
         lower_bound=0,
         upper_bound=2,
+    )
+    flags.DEFINE_bool(
+        "compile_cache", True, "Keep XLA-compiled steps on disk for later runs (TensorFlow)."
     )
     flags.DEFINE_bool("debug", False, "Show tracebacks of errors, not just their one-line message.")
     flags.DEFINE_bool(
@@ -128,6 +149,19 @@ def _pairs(values):
     return tuple(pairs)
 
 
+def _rounds(name):
+    def parse(values):
+        try:
+            return tuple(int(v) for v in values)
+        except ValueError:
+            raise ValueError(
+                f"Received an invalid value for `{name}`, expected round numbers. "
+                f"Received: {name}={','.join(values)}"
+            ) from None
+
+    return parse
+
+
 def _fractions(values):
     try:
         return tuple(float(v) for v in values)
@@ -161,6 +195,8 @@ def config_from_flags(values):
         "exclude": tuple,
         "controls": lambda names: tuple(c for c in names if c != "none"),
         "lr_boundaries": lambda steps: tuple(int(b) for b in steps),
+        "control_rounds": _rounds("control_rounds"),
+        "eval_rounds": _rounds("eval_rounds"),
         "overlap_ps": _fractions,
     }
     overrides = {}
@@ -235,6 +271,10 @@ def _run(values, flag_values):
 
         # A multi-worker strategy must exist before other TensorFlow work.
         strategy = distribute.get_strategy(flag_values["strategy"], flag_values["tpu"])
+        if flag_values["compile_cache"]:
+            from lth_keras.tensorflow.compile_cache import enable_compile_cache
+
+            enable_compile_cache()  # before the first XLA compilation of this process
     elif flag_values["strategy"] != "default":
         raise ValueError(
             "--strategy picks a tf.distribute strategy and needs the TensorFlow backend. "

@@ -43,6 +43,18 @@ def _fail(name, value, expected):
     )
 
 
+#: Fields added after the first release, left out of `hash()` at these
+#: defaults so that run directories named by the hash keep their names.
+_HASHED_WHEN_CHANGED = {
+    "width": 1.0,
+    "control_rounds": [],
+    "early_bird": False,
+    "early_bird_window": 5,
+    "early_bird_threshold": 0.1,
+    "eval_rounds": [],
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """Everything that determines an iterative-magnitude-pruning experiment.
@@ -54,6 +66,10 @@ class ExperimentConfig:
 
     Args:
         model: One of `MODELS`. Defaults to `"lenet"`.
+        width: Multiplies the model's hidden units and filters (see
+            `lth_keras.experiments.models.build_model`), e.g. `0.25` for a
+            Conv-2 with 16 filters that trains 10x faster on a CPU. Defaults
+            to `1.0` (the paper's networks).
         dataset: `"mnist"` or `"cifar10"`. Defaults to `"mnist"`.
         rounds: Pruning rounds after round 0. Defaults to `15`.
         rate: Fraction of remaining weights pruned per round. Defaults to `0.2`.
@@ -74,10 +90,33 @@ class ExperimentConfig:
             of `eval_every` and of `steps_per_execution`. Defaults to `0`.
         controls: Controls trained at every round with the ticket's
             sparsity: `"reinit"` (ticket mask, new random weights),
-            `"random"` (random mask, the ticket's initial weights) and
+            `"random"` (random mask, the ticket's initial weights),
+            `"shuffle"` (the ticket's mask shuffled within each layer),
             `"pft"` (pruning & fine-tuning: the ticket's mask on the weights
-            the previous round trained, trained again from step 0); see
-            `lth_keras.experiments.arms`. Defaults to `()`.
+            the previous round trained, trained again from step 0) and
+            `"snip"`, `"grasp"`, `"synflow"` (the ticket's initial weights
+            pruned at once by that score, globally, to the ticket's number
+            of remaining weights); see `lth_keras.experiments.arms`.
+            Defaults to `()`.
+        control_rounds: The rounds (1 to `rounds`) at which the controls
+            train, strictly increasing. Defaults to `()`: every pruned round.
+        early_bird: Early-bird rounds (You et al. 2020): every round whose
+            only use is to find the next mask stops once that mask stops
+            changing (see `lth_keras.pruning.EarlyBird`), and the next round
+            prunes and resets at once. The last round, and those in
+            `eval_rounds`, are trained in full. Defaults to `False`.
+        early_bird_window: Masks compared by the early-bird rule, one per
+            evaluation period, the newest included; an int >= 2 and at most
+            the periods of a round (`iterations // eval_every`). Defaults
+            to `5` (the paper's).
+        early_bird_threshold: The largest normalised Hamming distance
+            between those masks still counted as unchanged, in [0, 1].
+            Defaults to `0.1` (the paper's).
+        eval_rounds: With `early_bird`, rounds (0 to `rounds`) also trained
+            in full for evaluation: the next mask is still the one drawn at
+            the early-bird point (the round-end state is saved there), so
+            listing a round changes no mask, only adds training. Defaults to
+            `()`.
         iterations: Training steps per round. Defaults to `50000`.
         eval_every: Steps between validation evaluations. Defaults to `1000`.
         batch_size: Defaults to `60`.
@@ -131,6 +170,7 @@ class ExperimentConfig:
     """
 
     model: str = "lenet"
+    width: float = 1.0
     dataset: str = "mnist"
     rounds: int = 15
     rate: float = 0.2
@@ -142,6 +182,11 @@ class ExperimentConfig:
     reset: str = "rewind"
     rewind_iteration: int = 0
     controls: tuple = ()
+    control_rounds: tuple = ()
+    early_bird: bool = False
+    early_bird_window: int = 5
+    early_bird_threshold: float = 0.1
+    eval_rounds: tuple = ()
     iterations: int = 50000
     eval_every: int = 1000
     batch_size: int = 60
@@ -163,7 +208,15 @@ class ExperimentConfig:
 
     def __post_init__(self):
         # Lists from JSON or flags become tuples, so configs stay hashable.
-        for name in ("layer_rates", "exclude", "controls", "lr_boundaries", "overlap_ps"):
+        for name in (
+            "layer_rates",
+            "exclude",
+            "controls",
+            "control_rounds",
+            "eval_rounds",
+            "lr_boundaries",
+            "overlap_ps",
+        ):
             value = getattr(self, name)
             if isinstance(value, str):  # one name, not its characters
                 value = (value,)
@@ -233,6 +286,10 @@ class ExperimentConfig:
             reset_name=reset.name,
             rewind_iteration=self.rewind_iteration,
         )
+        if isinstance(self.width, bool) or not isinstance(self.width, (int, float)):
+            _fail("width", self.width, "a float > 0")
+        if not self.width > 0:
+            _fail("width", self.width, "a float > 0")
         if self.learning_rate <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
             _fail(
                 "learning_rate/momentum/weight_decay",
@@ -243,6 +300,44 @@ class ExperimentConfig:
             _fail("lr_boundaries", self.lr_boundaries, "strictly increasing steps")
         if self.augment and self.dataset != "cifar10":
             _fail("augment", self.augment, "False unless dataset='cifar10' (crops and flips)")
+        self._check_rounds_and_early_bird()
+
+    def _check_rounds_and_early_bird(self):
+        for name, low in (("control_rounds", 1), ("eval_rounds", 0)):
+            rounds = getattr(self, name)
+            valid = all(
+                not isinstance(r, bool) and isinstance(r, int) and low <= r <= self.rounds
+                for r in rounds
+            )
+            if not valid or list(rounds) != sorted(set(rounds)):
+                _fail(
+                    name,
+                    rounds,
+                    f"strictly increasing rounds from {low} to rounds={self.rounds}",
+                )
+        if not isinstance(self.early_bird, bool):
+            _fail("early_bird", self.early_bird, "True or False")
+        periods = self.iterations // self.eval_every
+        check_int(self.early_bird_window, "early_bird_window", 2)
+        if self.early_bird and self.early_bird_window > periods:
+            _fail(
+                "early_bird_window",
+                self.early_bird_window,
+                f"at most the {periods} evaluation periods of a round "
+                f"(iterations={self.iterations} // eval_every={self.eval_every}); "
+                "evaluate more often or shorten the window",
+            )
+        threshold = self.early_bird_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            _fail("early_bird_threshold", threshold, "a float in [0, 1]")
+        if not 0.0 <= threshold <= 1.0:
+            _fail("early_bird_threshold", threshold, "a float in [0, 1]")
+        if self.eval_rounds and not self.early_bird:
+            _fail(
+                "eval_rounds",
+                self.eval_rounds,
+                "() unless early_bird=True (without it every round trains in full)",
+            )
 
     @property
     def execution_steps(self):
@@ -313,7 +408,11 @@ class ExperimentConfig:
         ExperimentConfig().hash() == ExperimentConfig().hash()  # True
         ```
         """
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        values = self.to_dict()
+        for name, default in _HASHED_WHEN_CHANGED.items():
+            if values[name] == default:  # fields added later keep older hashes
+                del values[name]
+        text = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
     def replace(self, **changes):

@@ -5,7 +5,10 @@ control trained at that round's sparsity. Rows are plain dicts with `round`,
 `kind` (`"ticket"`, `"reinit"`, `"random"`), `weights_remaining`, `layers`
 (fraction remaining per kernel), `iterations`, `es_iteration`,
 `test_accuracy_es`, `test_accuracy_final`, `val_loss_min`,
-`val_accuracy_es`, `train_accuracy` and `wall_seconds`.
+`val_accuracy_es`, `train_accuracy` and `wall_seconds`; rows of newer
+runs add `mask_iterations` (training steps spent before the job's mask was
+drawn), early-bird runs `early_bird_iteration`, `early_bird_distance` and
+`early_bird_distances` (see `lth_keras.experiments.early_bird`).
 """
 
 import csv
@@ -50,6 +53,8 @@ _SCALARS = (
     "train_accuracy",
     "wall_seconds",
 )
+#: Scalar columns written when some row has them (rows of older runs lack them).
+_OPTIONAL = ("mask_iterations", "early_bird_iteration", "early_bird_distance")
 
 
 def sort_rows(rows):
@@ -93,6 +98,9 @@ def jsonl_text(rows):
 def csv_text(rows):
     """Rows as CSV: the scalar fields, R_p per `p`, then one `remaining:<kernel>` column each.
 
+    `mask_iterations` and the early-bird scalars follow `wall_seconds` when
+    some row has them; a missing or `None` value is an empty cell.
+
     Example:
 
     ```python
@@ -101,14 +109,15 @@ def csv_text(rows):
     """
     rows = sort_rows(rows)
     kernels = sorted({key for row in rows for key in row["layers"]})
+    optional = [key for key in _OPTIONAL if any(key in row for row in rows)]
     overlaps = overlap_keys(rows)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*_SCALARS, *overlaps, *(f"remaining:{k}" for k in kernels)])
+    writer.writerow([*_SCALARS, *optional, *overlaps, *(f"remaining:{k}" for k in kernels)])
     for row in rows:
         writer.writerow(
             [row[key] for key in _SCALARS]
-            + [row.get(key, "") for key in overlaps]
+            + ["" if row.get(key) is None else row[key] for key in (*optional, *overlaps)]
             + [row["layers"].get(k, "") for k in kernels]
         )
     return out.getvalue()
@@ -312,12 +321,14 @@ def job_line(row):
     print(job_line(row))
     ```
     """
+    drawn = row.get("early_bird_iteration")
     return (
         f"{row['kind']:>6} round {row['round']:2d} | "
         f"{100 * row['weights_remaining']:6.2f}% remaining | "
         f"test acc {row['test_accuracy_es']:.4f} at ES iteration "
         f"{row['es_iteration']} | {row['test_accuracy_final']:.4f} at the end | "
-        f"{row['wall_seconds']:.0f} s"
+        + (f"next mask drawn at iteration {drawn} | " if drawn is not None else "")
+        + f"{row['wall_seconds']:.0f} s"
     )
 
 

@@ -5,6 +5,13 @@ pruning with `LotteryPruner` (one `fit` per round), and after every pruned
 round the requested controls at the same sparsity. Every job is evaluated on
 the validation and test sets every `eval_every` steps.
 
+With `config.early_bird`, a ticket round that only serves to find the next
+mask ends once that mask stops changing (`lth_keras.pruning.EarlyBird`);
+the last round trains in full, and a round of `config.eval_rounds` goes on
+training to `iterations` after its round-end state is saved at the draw
+(see `lth_keras.experiments.early_bird`). Every row records
+`mask_iterations`, the ticket training spent before its mask was drawn.
+
 The run directory holds `config.json`, `flags.json` (when run from the
 command line), `progress.json` (finished jobs with their results, file
 checksums, the last checkpoint), `metrics.csv`, `metrics.jsonl`,
@@ -34,6 +41,7 @@ import tempfile
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 import lth_keras
@@ -42,8 +50,8 @@ from lth_keras import masks as masks_lib
 from lth_keras.callbacks import LotteryPruner
 from lth_keras.convert import prunable
 from lth_keras.experiments import data as data_lib
-from lth_keras.experiments import report, summaries, training
-from lth_keras.experiments.arms import ARMS, schedule
+from lth_keras.experiments import early_bird, report, summaries, training
+from lth_keras.experiments.arms import ARMS, AT_INIT_EXAMPLES_PER_CLASS, schedule
 from lth_keras.experiments.models import build_model
 from lth_keras.experiments.overlap import OverlapTracker
 from lth_keras.experiments.progress import Progress
@@ -53,6 +61,11 @@ from lth_keras.rewind import OptimizerReset
 from lth_keras.tickets import load_ticket, save_ticket
 
 __all__ = ["default_run_dir", "run"]
+
+#: Seconds of a job's training between checkpoints (`run(checkpoint_every=None)`).
+CHECKPOINT_SECONDS = 60.0
+#: Seconds between plot updates during a run; the last plots are drawn at its end.
+PLOT_SECONDS = 60.0
 
 
 def default_run_dir(config, base="runs"):
@@ -67,7 +80,7 @@ def default_run_dir(config, base="runs"):
     return os.path.join(base, f"{config.model}-{config.hash()}")
 
 
-def run(config, run_dir=None, *, strategy=None, verbose=1, checkpoint_every=1, flag_values=None):
+def run(config, run_dir=None, *, strategy=None, verbose=1, checkpoint_every=None, flag_values=None):
     """Runs (or resumes) an iterative-magnitude-pruning experiment.
 
     Args:
@@ -85,7 +98,12 @@ def run(config, run_dir=None, *, strategy=None, verbose=1, checkpoint_every=1, f
             finished job and the final table; `2` also a line per evaluation
             on a terminal and the pruner's line per round. Defaults to `1`.
         checkpoint_every: Evaluation periods between checkpoints inside a
-            job. Defaults to `1`.
+            job (and one after its last period). Defaults to `None`: a
+            checkpoint at the first period end after each
+            `CHECKPOINT_SECONDS` (60) of a job's training, none after its
+            last period (the job's results are written right after). A
+            killed run resumes from its last checkpoint to the same results
+            either way.
         flag_values: Command-line flag values to save as `flags.json`.
             Defaults to `None`.
 
@@ -144,6 +162,8 @@ class Experiment:
         self.chief = placement.chief()
         self.verbose = verbose if self.chief else 0
         self.checkpoint_every = checkpoint_every
+        self._plotted_at = time.monotonic()  # of the last plots drawn (or the start)
+        self._plots_stale = True  # some finished job is not in the plots yet
         versions = {
             "lth_keras": lth_keras.__version__,
             "keras": keras.__version__,
@@ -194,15 +214,22 @@ class Experiment:
             seed=config.seed,
             verbose=1 if self.verbose >= 2 else 0,
         )
+        self._early_bird = early_bird.rule(config)
         self.state = RunState(self.run_dir, self.pruner, self._scope)
         self._state_round = -1  # the round whose end state self.model holds
         self._control = None
         self._rewind = None  # the rewind point as a Ticket, read once per process
+        self._batch = None  # the training batch of scores at initialisation
 
     def _new_model(self):
         with self.placement.build_scope():
             model = prunable(
-                build_model(self.config.model, self.splits.input_shape, self.splits.num_classes)
+                build_model(
+                    self.config.model,
+                    self.splits.input_shape,
+                    self.splits.num_classes,
+                    self.config.width,
+                )
             )
             return training.compile_for(
                 model,
@@ -229,7 +256,7 @@ class Experiment:
             self.run_dir.commit(files={"ticket.keras": digest}, final=True)
         rows = list(self.run_dir.progress["done"].values())
         if self.chief:
-            report.write_reports(self.run_dir, rows)
+            report.write_reports(self.run_dir, rows, plots=self._plots_stale)
         if self.verbose:
             print(report.table(report.sort_rows(rows)), end="")
         return report.sort_rows(rows)
@@ -237,6 +264,31 @@ class Experiment:
     def _ticket(self, round_):
         job = _job("ticket", round_)
         arm = ARMS.get("ticket")
+        # The last round has no next mask to find: it always trains in full.
+        self.pruner.early_bird = self._early_bird if round_ < self.config.rounds else None
+        drawn = self.run_dir.progress.get("drawn")
+        if drawn is None or drawn["job"] != job:
+            records, wall, overlaps, files, end = self._find_mask(job, arm, round_)
+            fields = early_bird.row_fields(self.config, self.pruner, round_, records)
+            fields["mask_iterations"] = self._mask_iterations(round_)
+            if fields.get("early_bird_iteration") is not None:
+                fields["early_bird_seconds"] = wall  # the training time to the draw
+            if not early_bird.trains_on(self.config, round_, records):
+                masks = masks_lib.get_masks(self.model)
+                row = self._row(arm, round_, records, wall, masks, self.model, overlaps, **fields)
+                self._finish_job(job, row, records, files, round_end=end)
+                self._state_round = round_
+                return
+            drawn = {"job": job, "records": records, "wall": wall, "fields": fields}
+            self._commit_round_end(files, end, drawn)
+        # An evaluation round: on from the draw to `iterations`, pruner detached.
+        records, wall, overlaps = self._train_on(job, arm, round_, drawn)
+        masks = masks_lib.get_masks(self.model)
+        row = self._row(arm, round_, records, wall, masks, self.model, overlaps, **drawn["fields"])
+        self._finish_job(job, row, records, {}, drawn=None)
+
+    def _find_mask(self, job, arm, round_):
+        """Trains the ticket of `round_` (to the early-bird point, if any); saves its round end."""
         resumed = self.state.load_checkpoint(job, self.model, pruner=True)
         if resumed is None:
             if round_ > 0:
@@ -245,8 +297,8 @@ class Experiment:
         else:
             self._state_round = None
         records, wall, overlaps = self._train(self.model, job, arm, round_, *resumed, pruner=True)
+        early_bird.annotate(records, self.pruner, round_)
         masks = masks_lib.get_masks(self.model)
-        row = self._row(arm, round_, records, wall, masks, self.model, overlaps)
         files = {
             f"masks/round_{round_:02d}.npz": self.run_dir.save_npz(
                 f"masks/round_{round_:02d}.npz", masks
@@ -266,8 +318,36 @@ class Experiment:
             )
         end = {"round": round_, **self.state.save(f"state/round_{round_:02d}", self.model, True)}
         files.update(end["files"])
-        self._finish_job(job, row, records, files, round_end=end)
-        self._state_round = round_
+        return records, wall, overlaps, files, end
+
+    def _commit_round_end(self, files, end, drawn):
+        """Records a round end (its mask drawn) before the round's job is finished."""
+        old = self.run_dir.progress.get("round_end")
+        checkpoint = self.run_dir.progress.get("checkpoint")
+        self.run_dir.commit(files=files, round_end=end, checkpoint=None, drawn=drawn)
+        if old:
+            self.run_dir.remove(*old["files"])
+        if checkpoint:
+            self.run_dir.remove(*checkpoint["files"])
+        self._state_round = end["round"]
+
+    def _train_on(self, job, arm, round_, drawn):
+        """Trains an evaluation round on from its early-bird point, without the pruner."""
+        name = f"{job}-full"
+        resumed = self.state.load_checkpoint(name, self.model)
+        if resumed is None:
+            self._load_round_end(round_)
+            period = drawn["records"][-1]["iteration"] // self.config.eval_every
+            resumed = (period, list(drawn["records"]), drawn["wall"])
+        self._state_round = None  # the model leaves the round-end state
+        return self._train(self.model, name, arm, round_, *resumed, start_job=job)
+
+    def _mask_iterations(self, round_):
+        if round_ == 0:
+            return 0
+        previous = self.run_dir.progress["done"][_job("ticket", round_ - 1)]
+        first = ARMS.get("ticket").start_period(self.config, round_ - 1) * self.config.eval_every
+        return early_bird.mask_iterations(previous, first)
 
     def _control_job(self, arm, round_):
         job = _job(arm.name, round_)
@@ -279,17 +359,31 @@ class Experiment:
             if self._rewind is None:
                 self._rewind = load_ticket(self.run_dir.verified("rewind.ticket.npz"))
             self._rewind.apply(model, weights="rewind")
+            needs = {}
             if arm.needs_trained():
-                trained = load_ticket(self.run_dir.verified(_trained_ticket(round_ - 1)))
-                arm.prepare(model, ticket, self.config, round_, trained=trained)
-            else:
-                arm.prepare(model, ticket, self.config, round_)
+                needs["trained"] = load_ticket(self.run_dir.verified(_trained_ticket(round_ - 1)))
+            if arm.needs_batch():
+                needs["batch"] = self._score_batch()
+            arm.prepare(model, ticket, self.config, round_, **needs)
             start = arm.start_period(self.config, round_)
             reset.reset(iterations=start * self.config.eval_every)
             resumed = (start, [], 0.0)
         records, wall, overlaps = self._train(model, job, arm, round_, *resumed)
-        row = self._row(arm, round_, records, wall, masks_lib.get_masks(model), model, overlaps)
+        ticket_row = self.run_dir.progress["done"][_job("ticket", round_)]
+        cost = arm.mask_iterations(ticket_row.get("mask_iterations"))
+        masks = masks_lib.get_masks(model)
+        row = self._row(arm, round_, records, wall, masks, model, overlaps, mask_iterations=cost)
         self._finish_job(job, row, records, {})
+
+    def _score_batch(self):
+        """The first examples of the training stream, for SNIP and GraSP: 10 per class."""
+        if self._batch is None:
+            count = AT_INIT_EXAMPLES_PER_CLASS * self.splits.num_classes
+            batches = -(-count // self.config.batch_size)
+            stream = self.splits.train(start_step=0).take(batches).as_numpy_iterator()
+            xs, ys = zip(*stream, strict=True)
+            self._batch = (np.concatenate(xs)[:count], np.concatenate(ys)[:count])
+        return self._batch
 
     def _control_model(self):
         """The model controls train on: the ticket's own model, re-set for each.
@@ -305,19 +399,33 @@ class Experiment:
             self._control = (self.model, reset)
         return self._control
 
-    def _train(self, model, job, arm, round_, start_period, records, wall, pruner=False):
+    def _train(
+        self, model, job, arm, round_, start_period, records, wall, pruner=False, start_job=None
+    ):
         config = self.config
         periods = config.iterations // config.eval_every
+        if pruner and early_bird.drawn(self.pruner, round_):
+            periods = start_period  # resumed after the draw: no epoch, just the round's end
         began = time.perf_counter()
 
+        saved = [began]
+
         def on_period(period, so_far):
-            if period % self.checkpoint_every == 0 or period == periods:
-                elapsed = wall + time.perf_counter() - began
-                self.state.save_checkpoint(job, model, period, so_far, elapsed, pruner)
+            now = time.perf_counter()
+            if self.checkpoint_every is None:
+                due = period < periods and now - saved[0] >= CHECKPOINT_SECONDS
+            else:
+                due = period % self.checkpoint_every == 0 or period == periods
+            if due:
+                self.state.save_checkpoint(job, model, period, so_far, wall + now - began, pruner)
+                saved[0] = time.perf_counter()
 
         recorder = training.EvalRecorder(self.splits.test, config.eval_every, records, on_period)
+        start_job = start_job or job
         tracker = OverlapTracker(
-            config.overlap_ps, self._job_start(job), lambda kernels: self._save_start(job, kernels)
+            config.overlap_ps,
+            self._job_start(start_job),
+            lambda kernels: self._save_start(start_job, kernels),
         )
         callbacks = [self.pruner, tracker, recorder] if pruner else [tracker, recorder]
         if self.verbose:
@@ -338,7 +446,7 @@ class Experiment:
             )
         return recorder.records, wall + time.perf_counter() - began, tracker.overlaps(model)
 
-    def _row(self, arm, round_, records, wall, masks, model, overlaps):
+    def _row(self, arm, round_, records, wall, masks, model, overlaps, **extra):
         total, per_kernel = pruning.fraction_remaining(masks)
         with self._scope(model):
             train = model.evaluate(self.splits.train_eval, verbose=0, return_dict=True)
@@ -353,6 +461,7 @@ class Experiment:
             "train_accuracy": float(train["accuracy"]),
             "wall_seconds": wall,
             **overlaps,
+            **extra,
         }
 
     def _finish_job(self, job, row, records, files, **replace):
@@ -370,14 +479,21 @@ class Experiment:
             self.run_dir.remove(*checkpoint["files"])
         if self.chief:
             summaries.write_job(self.run_dir.file("tensorboard"), row, records)
-            # Plots cost 0.25 s: drawn when a round's last job is done.
+            drawn = self._last_of_round(row) and self._plots_due()
             report.write_reports(
-                self.run_dir,
-                list(self.run_dir.progress["done"].values()),
-                plots=self._last_of_round(row),
+                self.run_dir, list(self.run_dir.progress["done"].values()), plots=drawn
             )
+            self._plots_stale = not drawn
         if self.verbose:
             print(report.job_line(row), flush=True)
+
+    def _plots_due(self):
+        """Plots cost 0.3-1 s: drawn every `PLOT_SECONDS` at most, and at the end."""
+        now = time.monotonic()
+        if now - self._plotted_at < PLOT_SECONDS:
+            return False
+        self._plotted_at = now
+        return True
 
     def _job_start(self, job):
         """The start kernels of `job` if it was started before (a resume), else `None`."""
@@ -395,9 +511,10 @@ class Experiment:
         return any(ARMS.get(name).needs_trained() for name in self.config.controls)
 
     def _last_of_round(self, row):
-        if row["round"] == 0:
+        config, round_ = self.config, row["round"]
+        if round_ == 0 or (config.control_rounds and round_ not in config.control_rounds):
             return True
-        return row["kind"] == (self.config.controls[-1] if self.config.controls else "ticket")
+        return row["kind"] == (config.controls[-1] if config.controls else "ticket")
 
     def _load_round_end(self, round_):
         if self._state_round == round_:

@@ -3,8 +3,9 @@
 `<logdir>/<kind>/round_XX` holds the training curves of one job (loss and
 accuracies against the iteration); `<logdir>/summary` holds one point per
 round: weights remaining, test accuracy at early stopping and at the end,
-the early-stopping iteration, and the sparsity (fraction pruned) of every
-kernel under `sparsity/`.
+the early-stopping iteration, the training steps spent to find the mask
+(`mask_iterations`), the early-bird iteration and distance where recorded,
+and the sparsity (fraction pruned) of every kernel under `sparsity/`.
 """
 
 import errno
@@ -63,6 +64,9 @@ def _write(logdir, row, records):
             "train_accuracy",
         ):
             tf.summary.scalar(prefix + key, row[key], step=round_)
+        for key in ("mask_iterations", "early_bird_iteration", "early_bird_distance"):
+            if row.get(key) is not None:
+                tf.summary.scalar(prefix + key, row[key], step=round_)
         for key, value in row.items():
             if key.startswith("overlap@"):
                 tf.summary.scalar(prefix + key.replace("@", "_p"), value, step=round_)

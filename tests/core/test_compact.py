@@ -212,7 +212,7 @@ def test_plain_models_compact_too():
 def _branch():
     inputs = keras.Input((4,))
     a, b = L.Dense(3)(inputs), L.Dense(3)(inputs)
-    return keras.Model(inputs, L.Dense(2)(L.Add()([a, b])))
+    return keras.Model(inputs, L.Dense(2)(L.Add(name="add")([a, b])))
 
 
 def _skip():

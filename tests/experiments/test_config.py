@@ -1,9 +1,12 @@
 """ExperimentConfig, presets and the command-line flags that build them."""
 
+import hashlib
+import json
+
 import pytest
 
 from lth_keras.experiments import cli
-from lth_keras.experiments.config import PRESETS, ExperimentConfig, preset
+from lth_keras.experiments.config import _HASHED_WHEN_CHANGED, PRESETS, ExperimentConfig, preset
 
 
 def test_presets_hold_the_papers_settings():
@@ -130,3 +133,20 @@ def test_a_lone_string_is_one_name_not_its_characters():
     config = ExperimentConfig(exclude="output", controls="reinit")
     assert config.exclude == ("output",)
     assert config.controls == ("reinit",)
+
+
+def test_width_default_keeps_older_hashes_and_changes_hash_when_set():
+    config = preset("conv2", rounds=3)
+    values = config.to_dict()
+    assert values["width"] == 1.0
+    for name in _HASHED_WHEN_CHANGED:  # a config stored before `width` (and later fields)
+        del values[name]
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"))
+    assert config.hash() == hashlib.sha256(text.encode()).hexdigest()[:10]
+    assert config.replace(width=0.25).hash() != config.hash()
+
+
+@pytest.mark.parametrize("width", [0, -0.5, True], ids=["zero", "negative", "bool"])
+def test_invalid_config_width(width):
+    with pytest.raises(ValueError, match="width"):
+        preset("conv2", width=width)

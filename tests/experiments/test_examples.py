@@ -110,8 +110,9 @@ def test_cifar10_examples_with_mock_data(script, model, masked, tmp_path):
         ("--controls=reinit,bogus", "controls=('reinit', 'bogus')"),
         ("--layer_rates=fc1=x", "expected NAME=RATE with a number RATE"),
         ("--eval_every=300", "a divisor of iterations=50000"),
+        ("--eval_rounds=3", "() unless early_bird=True"),
     ],
-    ids=["rate", "verbose", "controls", "layer-rates", "eval-every"],
+    ids=["rate", "verbose", "controls", "layer-rates", "eval-every", "eval-rounds"],
 )
 def test_bad_flags_give_one_line(flag, message, tmp_path):
     result = run_example(

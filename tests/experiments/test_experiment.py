@@ -130,6 +130,7 @@ RUNNER = """
 import sys
 from lth_keras.experiments import runner as experiment
 from lth_keras.experiments.config import preset
+experiment.CHECKPOINT_SECONDS = 0.0  # the default policy, due at every period but the last
 experiment.run(preset("lenet", rounds=2, iterations=60, eval_every=20, train_examples=600,
                       validation_examples=300, test_examples=300, controls=("reinit", "pft")),
                sys.argv[1], verbose=0)
@@ -233,3 +234,25 @@ def test_resume_between_rounds_restores_the_optimizer(reset, tmp_path, monkeypat
     ]
     for key in masks[0].files:
         np.testing.assert_array_equal(masks[0][key], masks[1][key])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "every, seconds, expected",
+    [(None, 3600.0, []), (None, 0.0, [1, 2]), (2, 3600.0, [2, 3])],
+    ids=["default-short-job", "default-due-each-period", "every-2-periods"],
+)
+def test_checkpoint_policy(every, seconds, expected, tmp_path, monkeypatch):
+    saved = []
+    original = experiment.RunState.save_checkpoint
+
+    def spy(self, job, model, period, *args):
+        if job == "ticket-r00":
+            saved.append(period)
+        return original(self, job, model, period, *args)
+
+    monkeypatch.setattr(experiment, "CHECKPOINT_SECONDS", seconds)
+    monkeypatch.setattr(experiment.RunState, "save_checkpoint", spy)
+    config = preset("lenet", **dict(TINY, rounds=0, controls=()))
+    experiment.run(config, tmp_path / "run", verbose=0, checkpoint_every=every)
+    assert saved == expected

@@ -120,7 +120,14 @@ def test_experiment_with_two_workers_chief_writes_and_resumes(tmp_path):
     run_dir = tmp_path / "multi"
 
     def argv(_):
-        return [example, *LENET, "--strategy=multi_worker", f"--output_dir={run_dir}"]
+        # A checkpoint after every evaluation, so that one exists to resume from.
+        return [
+            example,
+            *LENET,
+            "--strategy=multi_worker",
+            "--checkpoint_every=1",
+            f"--output_dir={run_dir}",
+        ]
 
     # Kill worker 1 inside round 1, then the chief (which waits for it).
     procs = start_workers(argv)
