@@ -32,7 +32,11 @@ flags.DEFINE_float("small_lr", 0.01, "The small SGD learning rate.")
 flags.DEFINE_float("large_lr", 0.1, "The large SGD learning rate.")
 flags.DEFINE_integer("rounds", 7, "Pruning rounds (7: about 21% of LeNet's weights).")
 flags.DEFINE_integer("lenet_iterations", 5000, "Training steps per job, LeNet.")
-flags.DEFINE_integer("conv_iterations", 1500, "Training steps per job, Conv-2.")
+flags.DEFINE_integer("conv_iterations", 1000, "Training steps per job, Conv-2.")
+flags.DEFINE_float("conv_width", 0.25, "Conv-2 width: 0.25 is 16 filters and 64-unit fc layers.")
+flags.DEFINE_integer("conv_rounds", 3, "Pruning rounds of Conv-2 (3 at 0.45: 17% of weights).")
+flags.DEFINE_float("conv_rate", 0.45, "Conv-2 fc rate per round; conv and output layers: half.")
+flags.DEFINE_integer("conv_eval_every", 250, "Steps between evaluations, Conv-2.")
 flags.DEFINE_integer("eval_every", 500, "Steps between evaluations.")
 flags.DEFINE_bool("adam", True, "Also the Adam 1.2e-3 setting (the LeNet preset), for context.")
 flags.DEFINE_string("output_dir", "runs/reproduce_correlation", "Parent folder of the runs.")
@@ -54,18 +58,31 @@ def settings():
 def config_for(model, setting, seed):
     from lth_keras.experiments import preset
 
-    iterations = FLAGS.lenet_iterations if model == "lenet" else FLAGS.conv_iterations
+    if model == "lenet":
+        shape = dict(
+            rounds=FLAGS.rounds,
+            iterations=FLAGS.lenet_iterations,
+            eval_every=min(FLAGS.eval_every, FLAGS.lenet_iterations),
+        )
+    else:
+        shape = dict(
+            width=FLAGS.conv_width,
+            rounds=FLAGS.conv_rounds,
+            rate=FLAGS.conv_rate,
+            output_rate=FLAGS.conv_rate / 2,
+            layer_rates=(("Conv2D", FLAGS.conv_rate / 2),),
+            iterations=FLAGS.conv_iterations,
+            eval_every=min(FLAGS.conv_eval_every, FLAGS.conv_iterations),
+        )
     return preset(
         model,
         dataset="mnist",
         augment=False,
-        rounds=FLAGS.rounds,
-        iterations=iterations,
-        eval_every=min(FLAGS.eval_every, iterations),
         controls=("reinit", "pft"),
         momentum=0.9,
         overlap_ps=PS,
         seed=seed,
+        **shape,
         **setting,
     )
 
