@@ -83,6 +83,9 @@ def define_flags(models):
     flags.DEFINE_integer("validation_examples", None, "Training images held out for validation.")
     flags.DEFINE_integer("train_examples", None, "Use only this many training images.")
     flags.DEFINE_integer("test_examples", None, "Use only this many test images.")
+    flags.DEFINE_integer(
+        "train_eval_examples", None, "Training images the train accuracy uses (10000; 0: all)."
+    )
     flags.DEFINE_bool("augment", None, "Random crops and flips (CIFAR-10).")
     flags.DEFINE_integer("seed", None, "Seed for weights, data order and controls.")
     flags.DEFINE_list("overlap_ps", None, "Fractions p of the overlap ratio R_p, e.g. 0.1,0.2.")
@@ -198,6 +201,7 @@ def config_from_flags(values):
         "control_rounds": _rounds("control_rounds"),
         "eval_rounds": _rounds("eval_rounds"),
         "overlap_ps": _fractions,
+        "train_eval_examples": lambda count: None if count == 0 else count,
     }
     overrides = {}
     for field in dataclasses.fields(ExperimentConfig):

@@ -183,6 +183,7 @@ def load(
     validation_examples=5000,
     train_examples=None,
     test_examples=None,
+    train_eval_examples=None,
     augment=False,
     seed=0,
 ):
@@ -196,6 +197,8 @@ def load(
         train_examples: Use only this many of the other training images.
             Defaults to `None` (all).
         test_examples: Use only this many test images. Defaults to `None`.
+        train_eval_examples: `train_eval` holds only the first this many
+            training images. Defaults to `None` (all).
         augment: Augment the training stream. Defaults to `False`.
         seed: Seed of the shuffle and the augmentation. Defaults to `0`.
 
@@ -249,7 +252,9 @@ def load(
         raw_train=raw_train,
         validation=evaluation(full_train.skip(total - validation_examples).cache()),
         test=evaluation((test if test_examples is None else test.take(test_examples)).cache()),
-        train_eval=evaluation(raw_train),
+        train_eval=evaluation(
+            raw_train if train_eval_examples is None else raw_train.take(train_eval_examples)
+        ),
         input_shape=tuple(features["image"].shape),
         num_classes=features["label"].num_classes,
         train_size=train_size,

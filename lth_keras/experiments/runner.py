@@ -198,6 +198,7 @@ class Experiment:
             validation_examples=config.validation_examples,
             train_examples=config.train_examples,
             test_examples=config.test_examples,
+            train_eval_examples=config.train_eval_examples,
             augment=config.augment,
             seed=config.seed,
         )

@@ -150,3 +150,12 @@ def test_width_default_keeps_older_hashes_and_changes_hash_when_set():
 def test_invalid_config_width(width):
     with pytest.raises(ValueError, match="width"):
         preset("conv2", width=width)
+
+
+def test_train_eval_examples():
+    assert preset("lenet").train_eval_examples == 10000
+    assert preset("lenet", train_eval_examples=None).hash() != preset("lenet").hash()
+    with pytest.raises(ValueError, match="train_eval_examples"):
+        preset("lenet", train_eval_examples=0)
+    flags = {"model": "lenet", "train_eval_examples": 0}
+    assert cli.config_from_flags(flags).train_eval_examples is None

@@ -85,3 +85,19 @@ def test_cifar10_through_mock_data():
 def test_load_rejects(kwargs, match):
     with pytest.raises(ValueError, match=match):
         data.load(batch_size=8, **kwargs)
+
+
+def test_train_eval_examples_is_the_first_of_the_training_images(mnist):
+    sample = data.load(
+        "mnist",
+        batch_size=32,
+        validation_examples=500,
+        train_examples=2000,
+        test_examples=300,
+        train_eval_examples=700,
+        seed=3,
+    )
+    full = np.concatenate([y for _, y in _batches(mnist.train_eval, 10)])
+    part = [(x, y) for x, y in _batches(sample.train_eval, 10)]
+    assert sum(len(y) for _, y in part) == 700
+    np.testing.assert_array_equal(np.concatenate([y for _, y in part]), full[:700])
