@@ -6,6 +6,7 @@ import subprocess
 import sys
 import warnings
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -160,3 +161,41 @@ def test_compact_export_serves_a_smaller_model(inputs, tmp_path):
     with pytest.raises(ValueError, match="choose one"):
         export.export_ticket(model, tmp_path / "d", compact=True, sparse=True)
     assert not os.path.exists(tmp_path / "d")
+
+
+def test_block_sparse_tflite_runs_sparse_kernels(tmp_path, capsys):
+    """1x4 blocks along the input axis are stored as TFLite block sparsity, not densified."""
+    model = lth_keras.prunable(
+        keras.Sequential(
+            [keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(8)]
+        )
+    )
+    rng = np.random.default_rng(0)
+    masks = {}
+    for key, mask in lth_keras.get_masks(model).items():
+        blocks = rng.random((mask.shape[0] // 4, mask.shape[1])) < 0.15  # keep 15% of blocks
+        masks[key] = np.repeat(blocks, 4, axis=0)
+    lth_keras.set_masks(model, masks)
+    path = tmp_path / "blocks.tflite"
+    export.export_tflite(model, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter is deprecated for LiteRT
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+    blocked = [
+        t["sparsity_parameters"]
+        for t in interpreter.get_tensor_details()
+        if t.get("sparsity_parameters") and len(t["sparsity_parameters"]["block_map"])
+    ]
+    assert len(blocked) == 2
+    assert all(p["dim_metadata"][-1]["dense_size"] == 4 for p in blocked)
+    tf.lite.experimental.Analyzer.analyze(model_path=str(path))
+    ops = capsys.readouterr().out
+    assert "FULLY_CONNECTED" in ops and "DENSIFY" not in ops
+    inputs = rng.normal(size=(3, 64)).astype("float32")
+    detail = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(detail["index"], inputs.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], inputs)
+    interpreter.invoke()
+    outputs = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(outputs, model.predict(inputs, verbose=0), rtol=1e-5, atol=1e-5)
