@@ -146,6 +146,21 @@ def claim_table(runs, kinds, metric="test_accuracy_es"):
     return lines, wins
 
 
+def _comparison(title, table, ahead_text):
+    """A titled table of two arms and the line counting the rounds the first is ahead."""
+    lines, wins = table
+    ahead = sum(w > 0 for w in wins)
+    return [
+        title,
+        "",
+        *lines,
+        "",
+        f"{ahead_text} in {ahead} of {len(wins)} rounds "
+        f"(mean margin {statistics.mean(wins):+.4f}).",
+        "",
+    ]
+
+
 def summary(runs):
     out = ["# Liu et al. (ICML 2021) on MNIST: the numbers", ""]
     names = list(settings())
@@ -157,28 +172,18 @@ def summary(runs):
         out += lines + ["", f"Verdict (a): {verdict}.", ""]
         present = [name for name in names if (model, name) in runs]
         for name in present:
-            lines, wins = claim_table(runs[(model, name)], ["ticket", "reinit"])
-            ahead = sum(w > 0 for w in wins)
-            out += [f"(b) test accuracy at early stopping, {name}: ticket vs reinit", ""]
-            out += lines
-            out += [
-                "",
-                f"Ticket ahead of reinit in {ahead} of {len(wins)} rounds "
-                f"(mean margin {statistics.mean(wins):+.4f}).",
-                "",
-            ]
+            out += _comparison(
+                f"(b) test accuracy at early stopping, {name}: ticket vs reinit",
+                claim_table(runs[(model, name)], ["ticket", "reinit"]),
+                "Ticket ahead of reinit",
+            )
         for name in present:
             for metric in ("test_accuracy_es", "test_accuracy_final"):
-                lines, wins = claim_table(runs[(model, name)], ["pft", "ticket"], metric)
-                ahead = sum(w > 0 for w in wins)
-                out += [f"(c) {metric}, {name}: PFT vs ticket, equal iterations", ""]
-                out += lines
-                out += [
-                    "",
-                    f"PFT ahead of the ticket in {ahead} of {len(wins)} rounds "
-                    f"(mean margin {statistics.mean(wins):+.4f}).",
-                    "",
-                ]
+                out += _comparison(
+                    f"(c) {metric}, {name}: PFT vs ticket, equal iterations",
+                    claim_table(runs[(model, name)], ["pft", "ticket"], metric),
+                    "PFT ahead of the ticket",
+                )
     return "\n".join(out) + "\n"
 
 

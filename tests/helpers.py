@@ -1,6 +1,11 @@
 """Helpers shared by the tests: tiny models, compile settings, a state probe."""
 
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import keras
 
@@ -117,3 +122,31 @@ def kernel_gradients(layer, x):
 def pythonpath():
     """PYTHONPATH for child processes: this checkout first, then the caller's."""
     return os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
+
+
+def run_until(script, run_dir, stop):
+    """Runs `python -c script run_dir` in a child; SIGKILLs it once `stop(progress)` holds.
+
+    `progress` is the run directory's `progress.json`, polled every 5 ms;
+    `stop=None` lets the child finish. Returns `(returncode, stderr)`.
+    """
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=pythonpath())
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(run_dir)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while child.poll() is None:
+        try:
+            with open(os.path.join(run_dir, "progress.json")) as f:
+                progress = json.load(f)
+        except (FileNotFoundError, json.JSONDecodeError):
+            progress = None
+        if stop is not None and progress is not None and stop(progress):
+            child.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    _, err = child.communicate()
+    return child.returncode, err

@@ -232,18 +232,16 @@ class AtInit(Arm):
     ```
     """
 
-    score_name = None
+    #: The `lth_keras.pruning` score class; built with `data=batch` unless data-free.
+    score_class = None
+    data_free = False
+
+    def needs_batch(self):
+        return not self.data_free
 
     def make_score(self, batch):
-        """The `lth_keras.pruning.Score` this arm prunes with.
-
-        Args:
-            batch: A batch `(x, y)` of training data, or `None` for SynFlow.
-
-        Returns:
-            A new `Score` instance.
-        """
-        raise NotImplementedError
+        """The `lth_keras.pruning.Score` this arm prunes with (`batch`: `(x, y)` or `None`)."""
+        return self.score_class() if self.data_free else self.score_class(data=batch)
 
     def mask_iterations(self, ticket_iterations):
         return 0
@@ -280,12 +278,7 @@ class SnipAtInit(AtInit):
 
     label = "SNIP"
     seed_key = 5
-
-    def needs_batch(self):
-        return True
-
-    def make_score(self, batch):
-        return pruning.Snip(data=batch)
+    score_class = pruning.Snip
 
 
 @ARMS.register("grasp")
@@ -294,12 +287,7 @@ class GraspAtInit(AtInit):
 
     label = "GraSP"
     seed_key = 6
-
-    def needs_batch(self):
-        return True
-
-    def make_score(self, batch):
-        return pruning.GraSP(data=batch)
+    score_class = pruning.GraSP
 
 
 @ARMS.register("synflow")
@@ -308,9 +296,8 @@ class SynFlowAtInit(AtInit):
 
     label = "SynFlow"
     seed_key = 7
-
-    def make_score(self, batch):
-        return pruning.SynFlow()
+    score_class = pruning.SynFlow
+    data_free = True
 
 
 #: The arms `ExperimentConfig.controls` accepts.

@@ -152,26 +152,19 @@ def _pairs(values):
     return tuple(pairs)
 
 
-def _rounds(name):
+def _numbers(name, cast, expected):
+    """A parser of a list flag's values into a tuple of `cast` values."""
+
     def parse(values):
         try:
-            return tuple(int(v) for v in values)
+            return tuple(cast(v) for v in values)
         except ValueError:
             raise ValueError(
-                f"Received an invalid value for `{name}`, expected round numbers. "
+                f"Received an invalid value for `{name}`, expected {expected}. "
                 f"Received: {name}={','.join(values)}"
             ) from None
 
     return parse
-
-
-def _fractions(values):
-    try:
-        return tuple(float(v) for v in values)
-    except ValueError:
-        raise ValueError(
-            f"Received an invalid value for `overlap_ps`, expected numbers. Received: {values}"
-        ) from None
 
 
 def config_from_flags(values):
@@ -197,10 +190,10 @@ def config_from_flags(values):
         "layer_rates": _pairs,
         "exclude": tuple,
         "controls": lambda names: tuple(c for c in names if c != "none"),
-        "lr_boundaries": lambda steps: tuple(int(b) for b in steps),
-        "control_rounds": _rounds("control_rounds"),
-        "eval_rounds": _rounds("eval_rounds"),
-        "overlap_ps": _fractions,
+        "lr_boundaries": _numbers("lr_boundaries", int, "steps"),
+        "control_rounds": _numbers("control_rounds", int, "round numbers"),
+        "eval_rounds": _numbers("eval_rounds", int, "round numbers"),
+        "overlap_ps": _numbers("overlap_ps", float, "numbers"),
         "train_eval_examples": lambda count: None if count == 0 else count,
     }
     overrides = {}

@@ -4,13 +4,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 
 import keras
 import numpy as np
 import pytest
-from helpers import pythonpath, stored
+from helpers import run_until, stored
 
 import lth_keras
 from lth_keras.experiments import runner as experiment
@@ -138,27 +136,7 @@ experiment.run(preset("lenet", rounds=2, iterations=60, eval_every=20, train_exa
 
 
 def _run_until(run_dir, stop):
-    """Runs the experiment in a child process; SIGKILLs it once `stop(progress)`."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=pythonpath())
-    child = subprocess.Popen(
-        [sys.executable, "-c", RUNNER, str(run_dir)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    while child.poll() is None:
-        try:
-            with open(run_dir / "progress.json") as f:
-                progress = json.load(f)
-        except (FileNotFoundError, json.JSONDecodeError):
-            progress = None
-        if stop is not None and progress is not None and stop(progress):
-            child.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    _, err = child.communicate()
-    return child.returncode, err
+    return run_until(RUNNER, run_dir, stop)
 
 
 def _checkpoint_at(job, period):

@@ -128,16 +128,23 @@ def test_tflite_matches_keras(ticket, inputs, tmp_path):
     assert sparse["bytes"] < 0.35 * dense["bytes"]
     with pytest.raises(FileExistsError):
         export.export_tflite(ticket, tmp_path / "dense.tflite")
+    outputs = _tflite_outputs(_interpreter(tmp_path / "sparse.tflite"), inputs)
+    np.testing.assert_allclose(outputs, ticket.predict(inputs, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def _interpreter(path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tf.lite.Interpreter is deprecated for LiteRT
-        interpreter = tf.lite.Interpreter(model_path=str(tmp_path / "sparse.tflite"))
+        return tf.lite.Interpreter(model_path=str(path))
+
+
+def _tflite_outputs(interpreter, inputs):
     detail = interpreter.get_input_details()[0]
     interpreter.resize_tensor_input(detail["index"], inputs.shape)
     interpreter.allocate_tensors()
     interpreter.set_tensor(detail["index"], inputs)
     interpreter.invoke()
-    outputs = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-    np.testing.assert_allclose(outputs, ticket.predict(inputs, verbose=0), rtol=1e-5, atol=1e-5)
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
 def test_compact_export_serves_a_smaller_model(inputs, tmp_path):
@@ -178,9 +185,7 @@ def test_block_sparse_tflite_runs_sparse_kernels(tmp_path, capsys):
     lth_keras.set_masks(model, masks)
     path = tmp_path / "blocks.tflite"
     export.export_tflite(model, path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tf.lite.Interpreter is deprecated for LiteRT
-        interpreter = tf.lite.Interpreter(model_path=str(path))
+    interpreter = _interpreter(path)
     blocked = [
         t["sparsity_parameters"]
         for t in interpreter.get_tensor_details()
@@ -192,10 +197,5 @@ def test_block_sparse_tflite_runs_sparse_kernels(tmp_path, capsys):
     ops = capsys.readouterr().out
     assert "FULLY_CONNECTED" in ops and "DENSIFY" not in ops
     inputs = rng.normal(size=(3, 64)).astype("float32")
-    detail = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(detail["index"], inputs.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(detail["index"], inputs)
-    interpreter.invoke()
-    outputs = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    outputs = _tflite_outputs(interpreter, inputs)
     np.testing.assert_allclose(outputs, model.predict(inputs, verbose=0), rtol=1e-5, atol=1e-5)
