@@ -14,6 +14,7 @@ from lth_keras.layers import (
     masked_twin_of,
     supported_keras_classes,
 )
+from lth_keras.layers.base import kept
 from lth_keras.masks import masked_layers
 
 __all__ = ["prunable", "strip_masks"]
@@ -192,7 +193,7 @@ def strip_masks(model):
             _copy_by_name(
                 new,
                 {
-                    w.name: w.variable if w.mask is None else ops.multiply(w.variable, w.mask)
+                    w.name: w.variable if w.mask is None else kept(w.mask, w.variable)
                     for w in old.get_lottery_weights()
                 },
             )

@@ -3,7 +3,7 @@
 A masked layer behaves as its Keras parent, with the same constructor and
 config, and adds in `build()`:
 
-- a binary, non-trainable mask per prunable kernel (`kernel_mask`, or
+- a boolean, non-trainable mask per prunable kernel (`kernel_mask`, or
   `depthwise_kernel_mask` and `pointwise_kernel_mask`, or
   `embeddings_mask`), initially all ones;
 - a non-trainable copy of every kernel and bias as it was when built
@@ -55,7 +55,7 @@ class LotteryWeight(typing.NamedTuple):
             `"depthwise_kernel"`, `"bias"`, ...).
         variable: The stored variable; for a masked weight, exactly zero
             wherever the mask is 0.
-        mask: The binary mask variable of the same shape, or `None` for a
+        mask: The boolean mask variable of the same shape, or `None` for a
             weight that is rewound but never pruned (a bias).
         initial: The variable holding the weight's rewind value.
 
@@ -91,15 +91,20 @@ def _gradient_masked(kernel, mask):
                 # A sparse gradient (rows of an embedding lookup, TensorFlow's
                 # IndexedSlices) stays sparse. Not tested by `indices`: every
                 # PyTorch tensor has an `indices()` method.
-                rows = ops.cast(ops.take(mask, upstream.indices, axis=0), upstream.dtype)
+                rows = ops.take(ops.convert_to_tensor(mask), upstream.indices, axis=0)
                 return type(upstream)(
-                    upstream.values * rows, upstream.indices, upstream.dense_shape
+                    upstream.values * ops.cast(rows, upstream.dtype),
+                    upstream.indices,
+                    upstream.dense_shape,
                 )
-            if mask.dtype != upstream.dtype:  # mixed precision
-                return ops.multiply(upstream, ops.cast(mask, upstream.dtype))
-            # Masks share the kernel's dtype; even a no-op cast costs 5-10% of
-            # a LeNet step under XLA.
-            return ops.multiply(upstream, mask)
+            # The boolean mask is read at 1 byte per weight where a float32
+            # one took 4 (XLA fuses the product into each optimizer slot's
+            # update and reads the mask in each: 14% of a LeNet step's bytes
+            # on JAX, 3.6% now). A cast and multiply, not a select: on
+            # TensorFlow without XLA, for LeNet's first kernel, 80 us against
+            # 135 us for `where(mask, upstream, 0)` (76 us for the float
+            # product of earlier releases).
+            return ops.multiply(upstream, ops.cast(mask, upstream.dtype))
 
         return ops.convert_to_tensor(value), grad
 
@@ -109,6 +114,15 @@ def _gradient_masked(kernel, mask):
         # passed as it is, as in the first release.
         kernel = ops.convert_to_tensor(kernel)
     return masked(kernel)
+
+
+def kept(mask, value):
+    """`value` where the boolean `mask` is True, exactly 0 elsewhere.
+
+    Unlike `value * mask`, pruned entries are 0 even where `value` is
+    infinite or NaN, and the mask needs no cast to `value`'s dtype.
+    """
+    return ops.where(ops.convert_to_tensor(mask), ops.convert_to_tensor(value), 0)
 
 
 def _copy(value):
@@ -254,7 +268,7 @@ class MaskedLayerMixin:
                 name=f"{attr}_mask",
                 shape=variable.shape,
                 initializer="ones",
-                dtype=variable.dtype,
+                dtype="bool",
                 trainable=False,
             )
             setattr(self, f"{attr}_mask", mask)
@@ -464,7 +478,7 @@ class MaskedLayerMixin:
         ```
         """
         for weight in self.get_prunable_weights():
-            weight.variable.assign(ops.multiply(weight.variable, weight.mask))
+            weight.variable.assign(kept(weight.mask, weight.variable))
 
     # Initial weights -------------------------------------------------------
 
@@ -504,7 +518,7 @@ class MaskedLayerMixin:
         for weight in self.get_lottery_weights():
             value = weight.initial
             weight.variable.assign(
-                _copy(value) if weight.mask is None else ops.multiply(value, weight.mask)
+                _copy(value) if weight.mask is None else kept(weight.mask, value)
             )
 
     def reinitialize(self, seed):
@@ -548,7 +562,7 @@ class MaskedLayerMixin:
             fresh = type(initializer).from_config(config)
             value = fresh(tuple(weight.variable.shape), dtype=weight.variable.dtype)
             if weight.mask is not None:
-                value = ops.multiply(value, weight.mask)
+                value = kept(weight.mask, value)
             weight.variable.assign(value)
 
     # Keras integration -----------------------------------------------------

@@ -134,7 +134,7 @@ def _twin(keras_class):
 
 def _doc(base, extra="", example=""):
     text = (
-        f"`keras.layers.{base}` with a binary mask on its kernel{extra}.\n\n"
+        f"`keras.layers.{base}` with a boolean mask on its kernel{extra}.\n\n"
         f"Same constructor and config as `keras.layers.{base}`. See the\n"
         "`lth_keras.layers` module docstring for masks and initial weights.\n"
     )

@@ -107,8 +107,8 @@ def _kernel_function(model, kernels, masks, inputs, head, fixed=None):
     values = []
     for key in keys:
         dtype = keras.backend.standardize_dtype(entries[key].variable.dtype)
-        mask = np.asarray(masks[key], dtype=dtype)
-        if np.any((mask != 0) & (ops.convert_to_numpy(entries[key].mask) == 0)):
+        mask = np.asarray(masks[key]) != 0
+        if np.any(mask & ~ops.convert_to_numpy(entries[key].mask)):
             raise ValueError(
                 f"The masks to score with must be subsets of the model's masks, but the "
                 f"one for {key!r} keeps entries the model has pruned."

@@ -151,6 +151,48 @@ def test_weights_written_through_keras_keep_pruned_entries_zero(tmp_path):
     np.testing.assert_array_equal(stored(layer).numpy(), 2.0 * mask)
 
 
+@pytest.mark.parametrize("cls,args,shape", CASES, ids=IDS)
+def test_masks_are_boolean_variables(cls, args, shape):
+    layer = _built(cls, args, shape)
+    for weight in layer.get_prunable_weights():
+        assert weight.mask.dtype == "bool"
+        assert not weight.mask.trainable
+
+
+def test_float_masks_of_older_weight_files_load(tmp_path):
+    """Releases before 0.3 stored masks as float 0/1 in the kernel's dtype."""
+    h5py = pytest.importorskip("h5py")
+    model = keras.Sequential([keras.Input((3,)), L.MaskedDense(4)])
+    layer = model.layers[0]
+    mask = np.array([[1, 0, 1, 0]] * 3, dtype=bool)
+    layer.set_masks({"kernel": mask})
+    path = tmp_path / "old.weights.h5"
+    model.save_weights(path)
+    with h5py.File(path, "r+") as f:
+        found = []
+
+        def masks_only(name, item):
+            if isinstance(item, h5py.Dataset) and item.dtype == np.bool_:
+                found.append(name)
+
+        f.visititems(masks_only)
+        assert len(found) == 1  # the one mask
+        del f[found[0]]
+        f[found[0]] = mask.astype("float32")
+    layer.set_masks({"kernel": np.ones((3, 4))})
+    stored(layer).assign(np.ones((3, 4)))
+    model.load_weights(path)
+    assert layer.kernel_mask.dtype == "bool"
+    np.testing.assert_array_equal(numpy(layer.kernel_mask), mask)
+    np.testing.assert_array_equal(numpy(stored(layer)) != 0, mask)
+    # set_weights takes float masks too, as get_weights() of older releases gave.
+    values = [numpy(v) for v in layer.weights]
+    values[[v.name for v in layer.weights].index("kernel_mask")] = np.ones((3, 4), "float32")
+    layer.set_weights(values)
+    assert layer.kernel_mask.dtype == "bool"
+    assert numpy(layer.kernel_mask).all()
+
+
 def test_save_initial_records_current_weights():
     layer = _built(L.MaskedDense, (3,), (2,))
     stored(layer).assign(np.full((2, 3), 7.0))
@@ -255,7 +297,7 @@ def test_embedding_gradient_stays_sparse_and_masked():
 def test_mixed_precision_keeps_masks_exact():
     layer = L.MaskedDense(4, dtype="mixed_float16")
     layer.build((None, 3))
-    assert layer.kernel_mask.dtype == "float32"
+    assert layer.kernel_mask.dtype == "bool"
     mask = np.array([[1, 0, 1, 0]] * 3)
     layer.set_masks({"kernel": mask})
     out = layer(np.ones((2, 3), "float32"))
