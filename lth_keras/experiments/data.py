@@ -2,8 +2,8 @@
 
 The paper's protocol: the last `validation_examples` images of the training
 split are held out for validation (early stopping); the rest train. Images
-are cached as `uint8` and normalised on the fly (MNIST to [0, 1], CIFAR-10
-per channel). The training stream is shuffled with a seed, repeated, and
+are held in memory as `uint8` (see `decoded`) and normalised on the fly
+(MNIST to [0, 1], CIFAR-10 per channel). The training stream is shuffled with a seed, repeated, and
 optionally augmented (random crop after 4-pixel padding, horizontal flip)
 with stateless random ops seeded by the example's position in the stream,
 so `train(start_step=k)` continues the exact stream a run interrupted at
@@ -16,10 +16,9 @@ import os
 import socket
 
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from lth_keras.experiments.config import DATASETS
-from lth_keras.experiments.decoded import decoded_split
+from lth_keras.experiments.decoded import decoded_splits
 from lth_keras.options import check_choice
 
 __all__ = ["DataUnavailableError", "Splits", "load"]
@@ -69,7 +68,7 @@ class Splits:
 
     Attributes:
         name: TFDS name.
-        raw_train: Cached `(uint8 image, label)` training examples.
+        raw_train: The `(uint8 image, label)` training examples, in memory.
         validation, test, train_eval: Batched, normalised evaluation sets
             (`train_eval` is the training set, for train accuracy).
         input_shape, num_classes, train_size: Facts about the data.
@@ -159,6 +158,8 @@ def _read(name, split):
     TFDS retries an impossible download for minutes; here a missing data set
     on a machine that cannot reach its download host fails at once.
     """
+    import tensorflow_datasets as tfds  # only without a decoded copy (see `decoded`)
+
     kwargs = dict(split=split, as_supervised=True, shuffle_files=False)
     try:
         return tfds.load(name, download=False, **kwargs)
@@ -174,6 +175,27 @@ def _read(name, split):
             "with network access."
         )
     return tfds.load(name, download=True, **kwargs)
+
+
+def _size(source):
+    """The number of examples of a split from `decoded_splits`."""
+    if isinstance(source, tf.data.Dataset):
+        return int(source.cardinality())
+    return len(source[1])
+
+
+def _examples(source, start, stop):
+    """Examples `[start, stop)` of a split from `decoded_splits` (`stop=None`: to its end).
+
+    Decoded arrays are sliced (a `tf.data` cache of them would only copy
+    them again, 0.1-0.3 s before the first training step); a split read
+    from TFDS is cached after its first pass.
+    """
+    if isinstance(source, tf.data.Dataset):
+        part = source.skip(start) if start else source
+        return (part if stop is None else part.take(stop - start)).cache()
+    images, labels = source
+    return tf.data.Dataset.from_tensor_slices((images[start:stop], labels[start:stop]))
 
 
 def load(
@@ -221,11 +243,8 @@ def load(
     """
     check_choice(name, "name", DATASETS)
 
-    def read(split):
-        return decoded_split(name, split, lambda split: _read(name, split))
-
-    full_train = read("train")
-    total = int(full_train.cardinality())
+    sources, features = decoded_splits(name, ("train", "test"), lambda s: _read(name, s))
+    total = _size(sources["train"])
     if not 0 < validation_examples < total:
         raise ValueError(
             f"Received an invalid value for `validation_examples`, expected an int in "
@@ -234,6 +253,10 @@ def load(
     train_size = total - validation_examples
     if train_examples is not None:
         train_size = min(train_size, train_examples)
+    if train_eval_examples is not None:
+        train_eval_size = min(train_size, train_eval_examples)
+    else:
+        train_eval_size = train_size
 
     normalize = _normalizer(name)
 
@@ -244,19 +267,14 @@ def load(
             .prefetch(tf.data.AUTOTUNE)
         )
 
-    raw_train = full_train.take(train_size).cache()
-    test = read("test")
-    features = tfds.builder(name).info.features
     return Splits(
         name=name,
-        raw_train=raw_train,
-        validation=evaluation(full_train.skip(total - validation_examples).cache()),
-        test=evaluation((test if test_examples is None else test.take(test_examples)).cache()),
-        train_eval=evaluation(
-            raw_train if train_eval_examples is None else raw_train.take(train_eval_examples)
-        ),
-        input_shape=tuple(features["image"].shape),
-        num_classes=features["label"].num_classes,
+        raw_train=_examples(sources["train"], 0, train_size),
+        validation=evaluation(_examples(sources["train"], total - validation_examples, total)),
+        test=evaluation(_examples(sources["test"], 0, test_examples)),
+        train_eval=evaluation(_examples(sources["train"], 0, train_eval_size)),
+        input_shape=features["input_shape"],
+        num_classes=features["num_classes"],
         train_size=train_size,
         batch_size=batch_size,
         augment=augment,

@@ -3,7 +3,8 @@
 `run(config, run_dir)` trains round 0 (dense), then `config.rounds` rounds of
 pruning with `LotteryPruner` (one `fit` per round), and after every pruned
 round the requested controls at the same sparsity. Every job is evaluated on
-the validation and test sets every `eval_every` steps.
+the validation set every `eval_every` steps, and on the test set at its
+early-stopping point and its end (`training.EvalRecorder`).
 
 With `config.early_bird`, a ticket round that only serves to find the next
 mask ends once that mask stops changing (`lth_keras.pruning.EarlyBird`);
@@ -418,6 +419,7 @@ class Experiment:
             else:
                 due = period % self.checkpoint_every == 0 or period == periods
             if due:
+                recorder.flush()  # the records saved hold the test accuracy of their best period
                 self.state.save_checkpoint(job, model, period, so_far, wall + now - began, pruner)
                 saved[0] = time.perf_counter()
 

@@ -79,20 +79,26 @@ class EvalRecorder(keras.callbacks.Callback):
 
     Each record holds `iteration` (steps since the round's start, counting
     a late-resetting start) and the period's `loss`, `accuracy`, `val_loss`
-    and `val_accuracy`. The test set is evaluated (`test_loss`,
-    `test_accuracy`) only where `early_stopping` can read it: at a period
-    whose validation loss is below every earlier one of the job (a
-    candidate early-stopping point; a tie keeps the earlier) and at the
-    last period, unless `test_every_period`. The early-stopping and final
-    test accuracies are the same either way; skipping the other test
-    evaluations saves about a tenth of a LeNet job's time.
+    and `val_accuracy`. The test set (`test_loss`, `test_accuracy`) is
+    evaluated only where `early_stopping` reads it, unless
+    `test_every_period`: at the last period, and at the period with the
+    lowest validation loss of the job (the first of equals). While training
+    goes on, that period is only a candidate: its weights are kept in memory
+    and evaluated on the test set at the end of training, or by `flush()`
+    (before a checkpoint saves the records), so a candidate superseded by a
+    lower validation loss costs no test evaluation. A test evaluation of
+    the same weights gives the same numbers, so the early-stopping and final
+    test accuracies are those of evaluating every period; with Adam, whose
+    validation loss falls in most periods, this saves about two thirds of
+    the test evaluations.
 
     Args:
         test_data: Batched test dataset.
         eval_every: Steps per period.
         records: A list to append to (resumed records). Defaults to `None`.
         on_period: Called as `on_period(period, records)` after each record,
-            e.g. to write a checkpoint. Defaults to `None`.
+            e.g. to write a checkpoint (call `flush()` first). Defaults to
+            `None`.
         test_every_period: Evaluate the test set after every period (for
             full test curves). Defaults to `False`.
 
@@ -114,11 +120,9 @@ class EvalRecorder(keras.callbacks.Callback):
         self.records = [] if records is None else records
         self.on_period = on_period
         self.test_every_period = test_every_period
+        self._candidate = None  # (record, its weights) awaiting a test evaluation
 
-    def _needs_test(self, epoch, val_loss):
-        last = epoch + 1 == self.params.get("epochs") or self.model.stop_training
-        if self.test_every_period or last:
-            return True
+    def _is_candidate(self, val_loss):
         return all(val_loss < r["val_loss"] for r in self.records)
 
     def _evaluate_test(self, record):
@@ -126,13 +130,36 @@ class EvalRecorder(keras.callbacks.Callback):
         record["test_loss"] = float(test["loss"])
         record["test_accuracy"] = float(test["accuracy"])
 
+    def flush(self):
+        """Evaluates the pending early-stopping candidate on the test set now.
+
+        The model's weights are swapped for the candidate's during the
+        evaluation and restored after it, bit for bit.
+        """
+        if self._candidate is None:
+            return
+        record, weights = self._candidate
+        self._candidate = None
+        current = self.model.get_weights()
+        self.model.set_weights(weights)
+        try:
+            self._evaluate_test(record)
+        finally:
+            self.model.set_weights(current)
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         record = {"iteration": (epoch + 1) * self.eval_every}
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             record[key] = float(logs[key])
-        if self._needs_test(epoch, record["val_loss"]):
+        last = epoch + 1 == self.params.get("epochs") or self.model.stop_training
+        if self.test_every_period or last:
+            if not self.test_every_period and not self._is_candidate(record["val_loss"]):
+                self.flush()
+            self._candidate = None
             self._evaluate_test(record)
+        elif self._is_candidate(record["val_loss"]):
+            self._candidate = (record, self.model.get_weights())
         self.records.append(record)
         if self.on_period is not None:
             self.on_period(epoch + 1, self.records)
@@ -142,7 +169,11 @@ class EvalRecorder(keras.callbacks.Callback):
         # (stop_training set after this callback's epoch end): the last
         # record must still hold the final test accuracy.
         if self.records and "test_accuracy" not in self.records[-1]:
+            if self._candidate is not None and self._candidate[0] is not self.records[-1]:
+                self.flush()
+            self._candidate = None
             self._evaluate_test(self.records[-1])
+        self.flush()
 
 
 def early_stopping(records):

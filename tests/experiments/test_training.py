@@ -1,6 +1,7 @@
 """Learning-rate schedule, optimizers and early-stopping records."""
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -82,7 +83,7 @@ def test_eval_recorder_records_every_period(data):
     )
     assert [r["iteration"] for r in recorder.records] == [3, 6]
     assert seen == [(1, 1), (2, 2)]
-    assert set(recorder.records[0]) == {
+    assert set(recorder.records[-1]) == {
         "iteration",
         "loss",
         "accuracy",
@@ -94,37 +95,79 @@ def test_eval_recorder_records_every_period(data):
 
 
 class _CountingModel:
-    """Stands in for a model: counts test evaluations."""
+    """Stands in for a model: one weight (the period), counts test evaluations.
+
+    An evaluation returns the weight as its accuracy, so a record's test
+    accuracy says which period's weights were evaluated.
+    """
 
     stop_training = False
 
     def __init__(self):
         self.evaluations = 0
+        self.weight = 0.0
+
+    def get_weights(self):
+        return [np.float32(self.weight)]
+
+    def set_weights(self, weights):
+        (self.weight,) = weights
 
     def evaluate(self, data, verbose=0, return_dict=True):
         self.evaluations += 1
-        return {"loss": 1.0 + self.evaluations, "accuracy": 0.1 * self.evaluations}
+        return {"loss": 1.0 + self.evaluations, "accuracy": float(self.weight)}
 
 
 def _period(recorder, epoch, val_loss):
+    recorder.model.weight = float(epoch)  # "training" changes the weights
     logs = {"loss": 0.0, "accuracy": 0.0, "val_loss": val_loss, "val_accuracy": 0.0}
     recorder.on_epoch_end(epoch, logs)
     return recorder.records[-1]
 
 
-def test_eval_recorder_tests_only_candidate_early_stopping_points_and_the_last():
+@pytest.mark.parametrize(
+    "losses, tested, es_period",
+    [
+        ([0.5, 0.6, 0.5, 0.4, 0.7], [False, False, False, True, True], 3),
+        ([0.5, 0.4, 0.3, 0.2, 0.1], [False, False, False, False, True], 4),
+        ([0.1, 0.4, 0.3, 0.2, 0.1], [True, False, False, False, True], 0),
+    ],
+    ids=["minimum-before-the-end", "minimum-at-the-end", "tie-keeps-the-first"],
+)
+def test_eval_recorder_tests_only_the_early_stopping_point_and_the_last(losses, tested, es_period):
     model = _CountingModel()
     recorder = training.EvalRecorder(None, eval_every=10)
     recorder.set_model(model)
     recorder.set_params({"epochs": 5})
-    losses = [0.5, 0.6, 0.5, 0.4, 0.7]  # new minima at 1 and 4; 3 ties period 1
-    tested = ["test_accuracy" in _period(recorder, e, v) for e, v in enumerate(losses)]
-    assert tested == [True, False, False, True, True]
-    assert model.evaluations == 3
+    for epoch, loss in enumerate(losses):
+        _period(recorder, epoch, loss)
+    assert ["test_accuracy" in r for r in recorder.records] == tested
+    assert model.evaluations == sum(tested)
+    assert model.weight == 4.0  # the last period's weights are back after the swap
     result = training.early_stopping(recorder.records)
-    assert result["es_iteration"] == 40
-    assert result["test_accuracy_es"] == pytest.approx(0.2)
-    assert result["test_accuracy_final"] == pytest.approx(0.3)
+    assert result["es_iteration"] == 10 * (es_period + 1)
+    assert result["test_accuracy_es"] == es_period  # evaluated with that period's weights
+    assert result["test_accuracy_final"] == 4.0
+
+
+def test_eval_recorder_flush_evaluates_the_pending_candidate():
+    model = _CountingModel()
+    seen = []
+
+    def on_period(period, records):
+        if period == 2:  # a checkpoint: flush first, then save the records
+            recorder.flush()
+            seen.append(["test_accuracy" in r for r in records])
+
+    recorder = training.EvalRecorder(None, eval_every=10, on_period=on_period)
+    recorder.set_model(model)
+    recorder.set_params({"epochs": 4})
+    for epoch, loss in enumerate([0.5, 0.4, 0.6, 0.7]):
+        _period(recorder, epoch, loss)
+    assert seen == [[False, True]]
+    assert model.evaluations == 2  # period 2 (flushed) and the last; none at the end again
+    assert model.weight == 3.0
+    assert training.early_stopping(recorder.records)["test_accuracy_es"] == 1.0
 
 
 def test_eval_recorder_every_period_and_early_end():
@@ -138,4 +181,16 @@ def test_eval_recorder_every_period_and_early_end():
     lazy.set_params({"epochs": 4})
     assert "test_accuracy" not in _period(lazy, 1, 0.2)
     lazy.on_train_end()  # stopped early, e.g. by another callback
-    assert lazy.records[-1]["test_accuracy"] == pytest.approx(0.1)
+    assert lazy.records[-1]["test_accuracy"] == 1.0
+
+
+def test_eval_recorder_early_end_evaluates_the_pending_candidate():
+    model = _CountingModel()
+    recorder = training.EvalRecorder(None, eval_every=10, records=[{"val_loss": 0.3}])
+    recorder.set_model(model)
+    recorder.set_params({"epochs": 5})
+    _period(recorder, 1, 0.2)  # a candidate, pending
+    _period(recorder, 2, 0.4)
+    recorder.on_train_end()  # stopped early, e.g. by another callback
+    assert [r.get("test_accuracy") for r in recorder.records] == [None, 1.0, 2.0]
+    assert model.evaluations == 2 and model.weight == 2.0
