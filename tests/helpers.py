@@ -39,6 +39,26 @@ def compile_model(model, optimizer=None, **kwargs):
     return model
 
 
+def layerwise_counts(sizes, rates, rounds):
+    """Weights left per kernel after `rounds` layerwise rounds: `prune_count` each round."""
+    from lth_keras.pruning import prune_count
+
+    counts = dict(sizes)
+    for _ in range(rounds):
+        counts = {k: n - prune_count(n, rates[k]) for k, n in counts.items()}
+    return counts
+
+
+# The LeNet-300-100 preset's kernels and layerwise rates (output layer at half).
+LENET_SIZES = {"fc1/kernel": 784 * 300, "fc2/kernel": 300 * 100, "output/kernel": 100 * 10}
+LENET_RATES = {"fc1/kernel": 0.2, "fc2/kernel": 0.2, "output/kernel": 0.1}
+
+
+def lenet_counts(rounds):
+    """Weights left per kernel of the LeNet preset after `rounds` rounds."""
+    return layerwise_counts(LENET_SIZES, LENET_RATES, rounds)
+
+
 def numpy(value):
     """A variable or tensor of any backend as a NumPy array."""
     return keras.ops.convert_to_numpy(value)

@@ -253,10 +253,7 @@ def load(
     train_size = total - validation_examples
     if train_examples is not None:
         train_size = min(train_size, train_examples)
-    if train_eval_examples is not None:
-        train_eval_size = min(train_size, train_eval_examples)
-    else:
-        train_eval_size = train_size
+    train_eval_size = min(train_size, train_eval_examples or train_size)
 
     normalize = _normalizer(name)
 

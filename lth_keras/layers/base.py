@@ -27,8 +27,8 @@ change (`set_masks`), and whenever weights are written through the layer
 (`set_weights`, loading a `.keras` or `.weights.h5` file, `rewind`,
 `reinitialize`). Raw weights (`get_weights()`, saved files) therefore show the
 ticket as it is, and `call()` gets `kernel * mask` without a multiply per step:
-the forward pass reads the stored kernel and the backward pass multiplies the
-gradient by the mask (a forward multiply costs 10-17% of a LeNet-300-100 step
+the forward pass reads the stored kernel and the backward pass zeroes the
+gradient where the mask is False (a forward multiply costs 10-17% of a LeNet-300-100 step
 on a CPU). Writing a kernel variable directly
 (`layer.get_prunable_weights()[0].variable.assign(...)`) bypasses this; call
 `layer.apply_masks()` (or `lth_keras.apply_masks(model)`) afterwards.
@@ -78,8 +78,9 @@ def _gradient_masked(kernel, mask):
 
     The forward value is the kernel itself, which the masked layers keep
     exactly zero at pruned positions, so it equals `kernel * mask` without a
-    multiply per step; the gradient is multiplied by the mask, exactly as
-    the gradient of `kernel * mask`.
+    multiply per step; the gradient is zeroed where the mask is False, as
+    the gradient of `kernel * mask` (exactly 0 there, even for a NaN or
+    infinite upstream gradient).
     """
 
     @ops.custom_gradient
@@ -146,8 +147,8 @@ def masked_weight(attr):
     """A class attribute exposing kernel `attr` as the effective (masked) kernel.
 
     Reading `layer.<attr>` gives the stored kernel with its gradient
-    multiplied by the mask (the stored kernel is kept zero where the mask is
-    0); assigning `layer.<attr> = self.add_weight(...)` in `build()` stores
+    zeroed where the mask is False (the stored kernel is kept zero there);
+    assigning `layer.<attr> = self.add_weight(...)` in `build()` stores
     the variable, as Keras' own layers do.
 
     Args:
@@ -178,7 +179,7 @@ def masked_weight(attr):
         getter,
         setter,
         doc=f"The effective `{attr}` (the stored variable times its mask), with the gradient "
-        "multiplied by the mask.",
+        "zeroed where the mask is False.",
     )
 
 

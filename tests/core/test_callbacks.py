@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from helpers import Probe, compile_model, mlp, stored
+from helpers import Probe, compile_model, layerwise_counts, mlp, stored
 
 import lth_keras
 from lth_keras.pruning import prune_count
@@ -13,10 +13,7 @@ RATES = {"fc1/kernel": 0.2, "fc2/kernel": 0.2, "out/kernel": 0.1}
 
 
 def expected_counts(rounds, rates=RATES):
-    counts = dict(SIZES)
-    for _ in range(rounds):
-        counts = {k: n - prune_count(n, rates[k]) for k, n in counts.items()}
-    return counts
+    return layerwise_counts(SIZES, rates, rounds)
 
 
 def kernels(model):

@@ -159,6 +159,17 @@ def test_masks_are_boolean_variables(cls, args, shape):
         assert not weight.mask.trainable
 
 
+def test_pruned_gradients_are_zero_next_to_infinite_and_nan_ones():
+    layer = _built(L.MaskedDense, (2,), (3,))
+    stored(layer).assign(np.ones((3, 2)))
+    mask = np.array([[1, 0], [0, 1], [1, 0]], dtype=bool)
+    layer.set_masks({"kernel": mask})
+    x = np.array([[np.inf, 1.0, 0.0]], "float32")
+    (grad,) = kernel_gradients(layer, x)
+    assert not np.isfinite(grad[mask]).all()  # inf * inf and 0 * inf upstream
+    np.testing.assert_array_equal(grad[~mask], 0.0)
+
+
 def test_float_masks_of_older_weight_files_load(tmp_path):
     """Releases before 0.3 stored masks as float 0/1 in the kernel's dtype."""
     h5py = pytest.importorskip("h5py")

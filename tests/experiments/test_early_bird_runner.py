@@ -6,13 +6,12 @@ import signal
 
 import numpy as np
 import pytest
-from helpers import run_until
+from helpers import lenet_counts, run_until
 
 from lth_keras.experiments import cli
 from lth_keras.experiments import runner as experiment
 from lth_keras.experiments.config import ExperimentConfig, preset
 from lth_keras.experiments.early_bird import mask_iterations
-from lth_keras.pruning import prune_count
 
 # 10 periods of 10 steps; with threshold 1 every distance passes, so each
 # round's mask is drawn at the earliest period the window allows: the 3rd.
@@ -27,15 +26,6 @@ EARLY = dict(
     early_bird_window=3,
     early_bird_threshold=1.0,
 )
-SIZES = {"fc1/kernel": 784 * 300, "fc2/kernel": 300 * 100, "output/kernel": 100 * 10}
-RATES = {"fc1/kernel": 0.2, "fc2/kernel": 0.2, "output/kernel": 0.1}
-
-
-def _counts(rounds):
-    counts = dict(SIZES)
-    for _ in range(rounds):
-        counts = {k: n - prune_count(n, RATES[k]) for k, n in counts.items()}
-    return counts
 
 
 def _masks(run_dir, round_):
@@ -164,7 +154,7 @@ def test_rounds_stop_at_the_draw_and_the_last_trains_in_full(early):
         assert 0 < row["early_bird_distance"] <= 1
     assert "early_bird_iteration" not in rows[2]
     for r in range(3):
-        assert {k: int(m.sum()) for k, m in _masks(early, r).items()} == _counts(r)
+        assert {k: int(m.sum()) for k, m in _masks(early, r).items()} == lenet_counts(r)
     records = json.loads((early / "records" / "ticket-r00.json").read_text())
     assert [("early_bird_distance" in rec) for rec in records] == [False, True, True]
     header = (early / "metrics.csv").read_text().splitlines()[0].split(",")

@@ -8,13 +8,12 @@ import subprocess
 import keras
 import numpy as np
 import pytest
-from helpers import run_until, stored
+from helpers import lenet_counts, run_until, stored
 
 import lth_keras
 from lth_keras.experiments import runner as experiment
 from lth_keras.experiments.config import preset
 from lth_keras.experiments.rundir import CorruptRunError
-from lth_keras.pruning import prune_count
 
 TINY = dict(
     rounds=2,
@@ -25,15 +24,6 @@ TINY = dict(
     test_examples=300,
     controls=("reinit", "random"),
 )
-SIZES = {"fc1/kernel": 784 * 300, "fc2/kernel": 300 * 100, "output/kernel": 100 * 10}
-RATES = {"fc1/kernel": 0.2, "fc2/kernel": 0.2, "output/kernel": 0.1}
-
-
-def expected_counts(rounds):
-    counts = dict(SIZES)
-    for _ in range(rounds):
-        counts = {k: n - prune_count(n, RATES[k]) for k, n in counts.items()}
-    return counts
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +50,7 @@ def test_run_writes_every_artifact(finished):
         assert 0.3 < row["test_accuracy_es"] <= 1 and 0.3 < row["train_accuracy"] <= 1
     for r in range(3):
         masks = np.load(run_dir / "masks" / f"round_{r:02d}.npz")
-        assert {k: int(masks[k].sum()) for k in masks.files} == expected_counts(r)
+        assert {k: int(masks[k].sum()) for k in masks.files} == lenet_counts(r)
     with open(run_dir / "metrics.jsonl") as f:
         assert [json.loads(line) for line in f] == rows
     csv_lines = (run_dir / "metrics.csv").read_text().splitlines()
