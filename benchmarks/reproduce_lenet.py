@@ -89,9 +89,8 @@ def markdown(summary):
 
 def main(argv):
     del argv
-    from lth_keras.experiments import report
+    from lth_keras.experiments import preset, report
     from lth_keras.experiments import runner as experiment
-    from lth_keras.experiments.config import preset
 
     runs = []
     for seed in FLAGS.seeds:

@@ -16,7 +16,8 @@ rows = run(preset("lenet", rounds=5, iterations=5000), "runs/lenet")
 
 import importlib
 
-from lth_keras.experiments.config import PRESETS, ExperimentConfig, preset
+from lth_keras.experiments.config import ExperimentConfig
+from lth_keras.experiments.presets import PRESETS, preset
 
 __all__ = ["PRESETS", "ExperimentConfig", "default_run_dir", "preset", "run"]
 

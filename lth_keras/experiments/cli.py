@@ -13,7 +13,8 @@ import warnings
 from absl import flags, logging
 
 from lth_keras.experiments import config as config_lib
-from lth_keras.experiments.config import ExperimentConfig, preset
+from lth_keras.experiments.config import ExperimentConfig
+from lth_keras.experiments.presets import preset
 from lth_keras.options import SCOPES, STRATEGIES
 
 __all__ = ["config_from_flags", "define_flags", "run_from_flags"]

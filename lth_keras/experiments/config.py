@@ -1,9 +1,10 @@
-"""Experiment configs and the paper's presets, as data.
+"""Experiment configs as data: `ExperimentConfig`.
 
-`ExperimentConfig` is a frozen dataclass validated on creation, with
-`to_dict`/`from_dict` and a stable `hash()` used to name and guard run
-directories. `PRESETS` holds the settings of Figure 2 of Frankle & Carbin
-(2019) for each network; `preset(name, **overrides)` returns one, changed.
+`ExperimentConfig` is a frozen dataclass validated on creation (by
+`lth_keras.experiments.checks`), with `to_dict`/`from_dict` and a stable
+`hash()` used to name and guard run directories. The paper's presets,
+`PRESETS` and `preset(name, **overrides)`, live in
+`lth_keras.experiments.presets` (and `lth_keras.experiments`).
 """
 
 import dataclasses
@@ -11,36 +12,19 @@ import hashlib
 import json
 import math
 
-from lth_keras.callbacks import RESETS as _RESET_POLICIES
-from lth_keras.callbacks import get_reset
+from lth_keras.experiments import checks
 from lth_keras.experiments.arms import CONTROLS
+from lth_keras.experiments.checks import DATASETS, OPTIMIZERS, RESETS
 from lth_keras.experiments.models import MODELS
-from lth_keras.options import SCOPES, check_choice, check_int, check_pruning_options
-from lth_keras.pruning import get_structure
 
 __all__ = [
     "CONTROLS",
     "DATASETS",
     "MODELS",
     "OPTIMIZERS",
-    "PRESETS",
     "RESETS",
     "ExperimentConfig",
-    "preset",
 ]
-
-#: Data sets with a TFDS pipeline in `lth_keras.experiments.data`.
-DATASETS = ("mnist", "cifar10")
-OPTIMIZERS = ("adam", "sgd")
-#: Resets of the ticket arm: every `LotteryPruner` reset but `"reinit"`,
-#: which is a control here (`controls=("reinit",)`), not a way to find tickets.
-RESETS = tuple(name for name in _RESET_POLICIES.names() if name != "reinit")
-
-
-def _fail(name, value, expected):
-    raise ValueError(
-        f"Received an invalid value for `{name}`, expected {expected}. Received: {name}={value!r}"
-    )
 
 
 #: Fields added after the first release, left out of `hash()` at these
@@ -214,142 +198,8 @@ class ExperimentConfig:
     steps_per_execution: int | None = None
 
     def __post_init__(self):
-        # Lists from JSON or flags become tuples, so configs stay hashable.
-        for name in (
-            "layer_rates",
-            "exclude",
-            "controls",
-            "control_rounds",
-            "eval_rounds",
-            "lr_boundaries",
-            "overlap_ps",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, str):  # one name, not its characters
-                value = (value,)
-            if name == "layer_rates" and isinstance(value, dict):
-                value = tuple(sorted(value.items()))
-            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-            object.__setattr__(self, name, value)
-        for name, choices in (
-            ("model", MODELS),
-            ("dataset", DATASETS),
-            ("optimizer", OPTIMIZERS),
-            ("reset", RESETS),
-            ("scope", SCOPES),
-        ):
-            check_choice(getattr(self, name), name, choices)
-        for control in self.controls:
-            if control not in CONTROLS:
-                _fail("controls", self.controls, f"a subset of {list(CONTROLS)}")
-        for name, minimum in (
-            ("rounds", 0),
-            ("iterations", 1),
-            ("eval_every", 1),
-            ("batch_size", 1),
-            ("rewind_iteration", 0),
-            ("warmup_iterations", 0),
-            ("validation_examples", 1),
-            ("seed", 0),
-        ):
-            check_int(getattr(self, name), name, minimum)
-        if not self.overlap_ps or not all(
-            not isinstance(p, bool) and isinstance(p, (int, float)) and 0 < p <= 1
-            for p in self.overlap_ps
-        ):
-            _fail("overlap_ps", self.overlap_ps, "a non-empty list of floats in (0, 1]")
-        if self.jit_compile not in (None, True, False):
-            _fail("jit_compile", self.jit_compile, "True, False or None (automatic)")
-        for name in (
-            "train_examples",
-            "test_examples",
-            "train_eval_examples",
-            "steps_per_execution",
-        ):
-            check_int(getattr(self, name), name, 1, allow_none=True)
-        if self.iterations % self.eval_every:
-            _fail("eval_every", self.eval_every, f"a divisor of iterations={self.iterations}")
-        if self.rewind_iteration >= self.iterations:
-            _fail(
-                "rewind_iteration",
-                self.rewind_iteration,
-                f"an int below iterations={self.iterations}",
-            )
-        for name, value in (
-            ("eval_every", self.eval_every),
-            ("steps_per_execution", self.execution_steps),
-        ):
-            if self.rewind_iteration % value:
-                _fail(
-                    "rewind_iteration",
-                    self.rewind_iteration,
-                    f"a multiple of {name}={value} (rounds restart there)",
-                )
-        if not isinstance(self.structure, str):
-            _fail("structure", self.structure, "a structure name such as 'units' or '2:4'")
-        get_structure(self.structure)
-        reset = get_reset(self.reset)
-        check_pruning_options(
-            rate=self.rate,
-            output_rate=self.output_rate,
-            layer_rates=self.layer_rates,
-            scope=self.scope,
-            rewinds=reset.rewinds,
-            reset_name=reset.name,
-            rewind_iteration=self.rewind_iteration,
-        )
-        if isinstance(self.width, bool) or not isinstance(self.width, (int, float)):
-            _fail("width", self.width, "a float > 0")
-        if not self.width > 0:
-            _fail("width", self.width, "a float > 0")
-        if self.learning_rate <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
-            _fail(
-                "learning_rate/momentum/weight_decay",
-                (self.learning_rate, self.momentum, self.weight_decay),
-                "learning_rate > 0, momentum in [0, 1), weight_decay >= 0",
-            )
-        if list(self.lr_boundaries) != sorted(set(self.lr_boundaries)):
-            _fail("lr_boundaries", self.lr_boundaries, "strictly increasing steps")
-        if self.augment and self.dataset != "cifar10":
-            _fail("augment", self.augment, "False unless dataset='cifar10' (crops and flips)")
-        self._check_rounds_and_early_bird()
-
-    def _check_rounds_and_early_bird(self):
-        for name, low in (("control_rounds", 1), ("eval_rounds", 0)):
-            rounds = getattr(self, name)
-            valid = all(
-                not isinstance(r, bool) and isinstance(r, int) and low <= r <= self.rounds
-                for r in rounds
-            )
-            if not valid or list(rounds) != sorted(set(rounds)):
-                _fail(
-                    name,
-                    rounds,
-                    f"strictly increasing rounds from {low} to rounds={self.rounds}",
-                )
-        if not isinstance(self.early_bird, bool):
-            _fail("early_bird", self.early_bird, "True or False")
-        periods = self.iterations // self.eval_every
-        check_int(self.early_bird_window, "early_bird_window", 2)
-        if self.early_bird and self.early_bird_window > periods:
-            _fail(
-                "early_bird_window",
-                self.early_bird_window,
-                f"at most the {periods} evaluation periods of a round "
-                f"(iterations={self.iterations} // eval_every={self.eval_every}); "
-                "evaluate more often or shorten the window",
-            )
-        threshold = self.early_bird_threshold
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-            _fail("early_bird_threshold", threshold, "a float in [0, 1]")
-        if not 0.0 <= threshold <= 1.0:
-            _fail("early_bird_threshold", threshold, "a float in [0, 1]")
-        if self.eval_rounds and not self.early_bird:
-            _fail(
-                "eval_rounds",
-                self.eval_rounds,
-                "() unless early_bird=True (without it every round trains in full)",
-            )
+        checks.normalize(self)  # lists from JSON or flags become tuples: configs stay hashable
+        checks.validate(self)
 
     @property
     def execution_steps(self):
@@ -437,104 +287,3 @@ class ExperimentConfig:
         ```
         """
         return dataclasses.replace(self, **changes)
-
-
-_CONV_SHARED = dict(dataset="cifar10", batch_size=60, rate=0.2, output_rate=0.1, eval_every=1000)
-# VGG-19 and ResNet-20: SGD with momentum and weight decay, global pruning of
-# every layer but the output, data augmentation.
-_DEEP_SHARED = dict(
-    dataset="cifar10",
-    optimizer="sgd",
-    momentum=0.9,
-    weight_decay=1e-4,
-    scope="global",
-    rate=0.2,
-    exclude=("output",),
-    augment=True,
-    rounds=20,
-)
-
-#: The settings of Figure 2 of arXiv 1803.03635, by network.
-PRESETS = {
-    "lenet": ExperimentConfig(
-        model="lenet",
-        dataset="mnist",
-        iterations=50000,
-        batch_size=60,
-        optimizer="adam",
-        learning_rate=1.2e-3,
-        rate=0.2,
-        output_rate=0.1,
-        rounds=15,
-    ),
-    "conv2": ExperimentConfig(
-        model="conv2",
-        iterations=20000,
-        learning_rate=2e-4,
-        layer_rates=(("Conv2D", 0.1),),
-        rounds=20,
-        **_CONV_SHARED,
-    ),
-    "conv4": ExperimentConfig(
-        model="conv4",
-        iterations=25000,
-        learning_rate=3e-4,
-        layer_rates=(("Conv2D", 0.1),),
-        rounds=20,
-        **_CONV_SHARED,
-    ),
-    "conv6": ExperimentConfig(
-        model="conv6",
-        iterations=30000,
-        learning_rate=3e-4,
-        layer_rates=(("Conv2D", 0.15),),
-        rounds=20,
-        **_CONV_SHARED,
-    ),
-    # 160 epochs of 45,000 images at batch 64 = 112,480 steps; the learning
-    # rate drops 10x at epochs 80 and 120; warm-up over 10K steps.
-    "vgg19": ExperimentConfig(
-        model="vgg19",
-        iterations=112480,
-        eval_every=2812,
-        batch_size=64,
-        learning_rate=0.1,
-        lr_boundaries=(56240, 84360),
-        warmup_iterations=10000,
-        **_DEEP_SHARED,
-    ),
-    "resnet20": ExperimentConfig(
-        model="resnet20",
-        iterations=30000,
-        eval_every=1000,
-        batch_size=128,
-        learning_rate=0.03,
-        lr_boundaries=(20000, 25000),
-        warmup_iterations=20000,
-        **_DEEP_SHARED,
-    ),
-}
-
-
-def preset(name, **overrides):
-    """The paper's config for a network, with overrides.
-
-    Args:
-        name: A key of `PRESETS`.
-        **overrides: Config fields to change.
-
-    Returns:
-        An `ExperimentConfig`.
-
-    Raises:
-        ValueError: If `name` is not a preset or an override is invalid.
-
-    Example:
-
-    ```python
-    config = preset("lenet", iterations=10000, rounds=5)
-    ```
-    """
-    if name not in PRESETS:
-        _fail("preset", name, f"one of {sorted(PRESETS)}")
-    return PRESETS[name].replace(**overrides)

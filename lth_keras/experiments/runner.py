@@ -33,33 +33,34 @@ rewind weights, states, checkpoints, records) are checked against their
 SHA-256 in `progress.json`. Reports (`metrics.*`, `summary.txt`, plots) are
 rewritten from `progress.json` after every job; TensorBoard files are
 appended to.
+
+This module holds `run` and its engine, `Experiment`: the job schedule, the
+ticket's rounds (mask found, early-bird draw, evaluation round) and the
+round-end states the model moves between. Each job is set up, trained and
+recorded by `lth_keras.experiments.jobs.Jobs`; models are built and trained
+where `lth_keras.experiments.placement.Placement` says (a tf.distribute
+strategy, or none).
 """
 
-import contextlib
 import os
 import shutil
 import tempfile
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 import lth_keras
-from lth_keras import _compat, pruning
-from lth_keras import masks as masks_lib
+from lth_keras import _compat
 from lth_keras.callbacks import LotteryPruner
-from lth_keras.convert import prunable
 from lth_keras.experiments import data as data_lib
-from lth_keras.experiments import early_bird, report, summaries, training
-from lth_keras.experiments.arms import ARMS, AT_INIT_EXAMPLES_PER_CLASS, schedule
-from lth_keras.experiments.models import build_model
-from lth_keras.experiments.overlap import OverlapTracker
-from lth_keras.experiments.progress import Progress
+from lth_keras.experiments import early_bird, report
+from lth_keras.experiments.arms import ARMS, schedule
+from lth_keras.experiments.jobs import Jobs
+from lth_keras.experiments.placement import Placement
 from lth_keras.experiments.rundir import RunDir
 from lth_keras.experiments.state import RunState
 from lth_keras.rewind import OptimizerReset
-from lth_keras.tickets import load_ticket, save_ticket
 
 __all__ = ["default_run_dir", "run"]
 
@@ -131,7 +132,7 @@ def run(config, run_dir=None, *, strategy=None, verbose=1, checkpoint_every=None
             f"a strategy with KERAS_BACKEND={keras.backend.backend()!r}. On JAX, set a "
             "keras.distribution (e.g. DataParallel) instead."
         )
-    placement = _Placement(strategy)
+    placement = Placement(strategy)
     with _compat.op_determinism(tensorflow and not placement.jit_compile(config)):
         experiment = Experiment(
             config,
@@ -151,10 +152,11 @@ def run(config, run_dir=None, *, strategy=None, verbose=1, checkpoint_every=None
 
 
 class Experiment:
-    """One run: the job schedule, the models, the run directory and reports.
+    """One run: the job schedule, the model, its round-end states, the run directory.
 
     `run()` is the entry point; this class is its engine (and what tests
-    patch to simulate crashes).
+    patch to simulate crashes). It hands each job's start, training, row and
+    bookkeeping to `self.jobs` (a `Jobs`).
     """
 
     def __init__(self, config, run_dir, placement, verbose, checkpoint_every):
@@ -163,8 +165,7 @@ class Experiment:
         self.chief = placement.chief()
         self.verbose = verbose if self.chief else 0
         self.checkpoint_every = checkpoint_every
-        self._plotted_at = time.monotonic()  # of the last plots drawn (or the start)
-        self._plots_stale = True  # some finished job is not in the plots yet
+        started = time.monotonic()  # the plots' clock
         versions = {
             "lth_keras": lth_keras.__version__,
             "keras": keras.__version__,
@@ -186,12 +187,12 @@ class Experiment:
                 shutil.rmtree(write_to, ignore_errors=True)
             raise
         try:
-            self._build(config)
+            self._build(config, started)
         except BaseException:
             self.run_dir.close()
             raise
 
-    def _build(self, config):
+    def _build(self, config, started):
         keras.utils.set_random_seed(config.seed)
         self.splits = data_lib.load(
             config.dataset,
@@ -203,7 +204,7 @@ class Experiment:
             augment=config.augment,
             seed=config.seed,
         )
-        self.model = self._new_model()
+        self.model = self.placement.compiled_model(config, self.splits)
         self.pruner = LotteryPruner(
             config.rate,
             output_rate=config.output_rate,
@@ -220,25 +221,20 @@ class Experiment:
         self.state = RunState(self.run_dir, self.pruner, self._scope)
         self._state_round = -1  # the round whose end state self.model holds
         self._control = None
-        self._rewind = None  # the rewind point as a Ticket, read once per process
-        self._batch = None  # the training batch of scores at initialisation
-
-    def _new_model(self):
-        with self.placement.build_scope():
-            model = prunable(
-                build_model(
-                    self.config.model,
-                    self.splits.input_shape,
-                    self.splits.num_classes,
-                    self.config.width,
-                )
-            )
-            return training.compile_for(
-                model,
-                self.config,
-                self.placement.steps_per_execution(self.config),
-                self.placement.jit_compile(self.config),
-            )
+        self.jobs = Jobs(
+            config,
+            self.run_dir,
+            self.state,
+            self.splits,
+            self.pruner,
+            self._scope,
+            chief=self.chief,
+            verbose=self.verbose,
+            checkpoint_every=self.checkpoint_every,
+            checkpoint_seconds=CHECKPOINT_SECONDS,
+            plot_seconds=PLOT_SECONDS,
+            started=started,
+        )
 
     def _scope(self, model):
         return self.placement.fit_scope(model)
@@ -258,7 +254,7 @@ class Experiment:
             self.run_dir.commit(files={"ticket.keras": digest}, final=True)
         rows = list(self.run_dir.progress["done"].values())
         if self.chief:
-            report.write_reports(self.run_dir, rows, plots=self._plots_stale)
+            report.write_reports(self.run_dir, rows, plots=self.jobs.plots_stale)
         if self.verbose:
             print(report.table(report.sort_rows(rows)), end="")
         return report.sort_rows(rows)
@@ -276,18 +272,17 @@ class Experiment:
             if fields.get("early_bird_iteration") is not None:
                 fields["early_bird_seconds"] = wall  # the training time to the draw
             if not early_bird.trains_on(self.config, round_, records):
-                masks = masks_lib.get_masks(self.model)
-                row = self._row(arm, round_, records, wall, masks, self.model, overlaps, **fields)
-                self._finish_job(job, row, records, files, round_end=end)
+                row = self.jobs.row(arm, round_, records, wall, self.model, overlaps, **fields)
+                self.jobs.finish(job, row, records, files, round_end=end)
                 self._state_round = round_
                 return
             drawn = {"job": job, "records": records, "wall": wall, "fields": fields}
-            self._commit_round_end(files, end, drawn)
+            self.jobs.commit_round_end(files, end, drawn)
+            self._state_round = round_
         # An evaluation round: on from the draw to `iterations`, pruner detached.
         records, wall, overlaps = self._train_on(job, arm, round_, drawn)
-        masks = masks_lib.get_masks(self.model)
-        row = self._row(arm, round_, records, wall, masks, self.model, overlaps, **drawn["fields"])
-        self._finish_job(job, row, records, {}, drawn=None)
+        row = self.jobs.row(arm, round_, records, wall, self.model, overlaps, **drawn["fields"])
+        self.jobs.finish(job, row, records, {}, drawn=None)
 
     def _find_mask(self, job, arm, round_):
         """Trains the ticket of `round_` (to the early-bird point, if any); saves its round end."""
@@ -298,40 +293,12 @@ class Experiment:
             resumed = (arm.start_period(self.config, round_), [], 0.0)
         else:
             self._state_round = None
-        records, wall, overlaps = self._train(self.model, job, arm, round_, *resumed, pruner=True)
+        records, wall, overlaps = self.jobs.train(
+            self.model, job, arm, round_, *resumed, pruner=True
+        )
         early_bird.annotate(records, self.pruner, round_)
-        masks = masks_lib.get_masks(self.model)
-        files = {
-            f"masks/round_{round_:02d}.npz": self.run_dir.save_npz(
-                f"masks/round_{round_:02d}.npz", masks
-            )
-        }
-        if self._keeps_trained_tickets():
-            name = _trained_ticket(round_)
-            files[name] = self.run_dir.save_with(
-                name, lambda path: save_ticket(self.model, path, pruner=self.pruner)
-            )
-        if round_ == 0:
-            files["rewind.ticket.npz"] = self.run_dir.save_with(
-                "rewind.ticket.npz",
-                lambda path: save_ticket(
-                    self.model, path, pruner=self.pruner, config=self.config.to_dict()
-                ),
-            )
-        end = {"round": round_, **self.state.save(f"state/round_{round_:02d}", self.model, True)}
-        files.update(end["files"])
+        files, end = self.jobs.save_round_end(round_, self.model)
         return records, wall, overlaps, files, end
-
-    def _commit_round_end(self, files, end, drawn):
-        """Records a round end (its mask drawn) before the round's job is finished."""
-        old = self.run_dir.progress.get("round_end")
-        checkpoint = self.run_dir.progress.get("checkpoint")
-        self.run_dir.commit(files=files, round_end=end, checkpoint=None, drawn=drawn)
-        if old:
-            self.run_dir.remove(*old["files"])
-        if checkpoint:
-            self.run_dir.remove(*checkpoint["files"])
-        self._state_round = end["round"]
 
     def _train_on(self, job, arm, round_, drawn):
         """Trains an evaluation round on from its early-bird point, without the pruner."""
@@ -342,7 +309,7 @@ class Experiment:
             period = drawn["records"][-1]["iteration"] // self.config.eval_every
             resumed = (period, list(drawn["records"]), drawn["wall"])
         self._state_round = None  # the model leaves the round-end state
-        return self._train(self.model, name, arm, round_, *resumed, start_job=job)
+        return self.jobs.train(self.model, name, arm, round_, *resumed, start_job=job)
 
     def _mask_iterations(self, round_):
         if round_ == 0:
@@ -356,36 +323,12 @@ class Experiment:
         model, reset = self._control_model()
         resumed = self.state.load_checkpoint(job, model)
         if resumed is None:
-            ticket = self.run_dir.load_npz(f"masks/round_{round_:02d}.npz")
-            # The rewind point, every weight of it, with round 0's (full) masks.
-            if self._rewind is None:
-                self._rewind = load_ticket(self.run_dir.verified("rewind.ticket.npz"))
-            self._rewind.apply(model, weights="rewind")
-            needs = {}
-            if arm.needs_trained():
-                needs["trained"] = load_ticket(self.run_dir.verified(_trained_ticket(round_ - 1)))
-            if arm.needs_batch():
-                needs["batch"] = self._score_batch()
-            arm.prepare(model, ticket, self.config, round_, **needs)
-            start = arm.start_period(self.config, round_)
-            reset.reset(iterations=start * self.config.eval_every)
-            resumed = (start, [], 0.0)
-        records, wall, overlaps = self._train(model, job, arm, round_, *resumed)
+            resumed = self.jobs.start_control(arm, round_, model, reset)
+        records, wall, overlaps = self.jobs.train(model, job, arm, round_, *resumed)
         ticket_row = self.run_dir.progress["done"][_job("ticket", round_)]
         cost = arm.mask_iterations(ticket_row.get("mask_iterations"))
-        masks = masks_lib.get_masks(model)
-        row = self._row(arm, round_, records, wall, masks, model, overlaps, mask_iterations=cost)
-        self._finish_job(job, row, records, {})
-
-    def _score_batch(self):
-        """The first examples of the training stream, for SNIP and GraSP: 10 per class."""
-        if self._batch is None:
-            count = AT_INIT_EXAMPLES_PER_CLASS * self.splits.num_classes
-            batches = -(-count // self.config.batch_size)
-            stream = self.splits.train(start_step=0).take(batches).as_numpy_iterator()
-            xs, ys = zip(*stream, strict=True)
-            self._batch = (np.concatenate(xs)[:count], np.concatenate(ys)[:count])
-        return self._batch
+        row = self.jobs.row(arm, round_, records, wall, model, overlaps, mask_iterations=cost)
+        self.jobs.finish(job, row, records, {})
 
     def _control_model(self):
         """The model controls train on: the ticket's own model, re-set for each.
@@ -401,124 +344,6 @@ class Experiment:
             self._control = (self.model, reset)
         return self._control
 
-    def _train(
-        self, model, job, arm, round_, start_period, records, wall, pruner=False, start_job=None
-    ):
-        config = self.config
-        periods = config.iterations // config.eval_every
-        if pruner and early_bird.drawn(self.pruner, round_):
-            periods = start_period  # resumed after the draw: no epoch, just the round's end
-        began = time.perf_counter()
-
-        saved = [began]
-
-        def on_period(period, so_far):
-            now = time.perf_counter()
-            if self.checkpoint_every is None:
-                due = period < periods and now - saved[0] >= CHECKPOINT_SECONDS
-            else:
-                due = period % self.checkpoint_every == 0 or period == periods
-            if due:
-                recorder.flush()  # the records saved hold the test accuracy of their best period
-                self.state.save_checkpoint(job, model, period, so_far, wall + now - began, pruner)
-                saved[0] = time.perf_counter()
-
-        recorder = training.EvalRecorder(self.splits.test, config.eval_every, records, on_period)
-        start_job = start_job or job
-        tracker = OverlapTracker(
-            config.overlap_ps,
-            self._job_start(start_job),
-            lambda kernels: self._save_start(start_job, kernels),
-        )
-        callbacks = [self.pruner, tracker, recorder] if pruner else [tracker, recorder]
-        if self.verbose:
-            label = f"{arm.name:>6} round {round_:2d}"
-            start = start_period * config.eval_every
-            tty = False if self.verbose >= 2 else None
-            callbacks.append(Progress(label, config.iterations, start, config.eval_every, tty=tty))
-        with self._scope(model):
-            model.fit(
-                self.splits.train(start_step=start_period * config.eval_every),
-                epochs=periods,
-                initial_epoch=start_period,
-                steps_per_epoch=config.eval_every,
-                validation_data=self.splits.validation,
-                callbacks=callbacks,
-                shuffle=False,
-                verbose=0,
-            )
-        return recorder.records, wall + time.perf_counter() - began, tracker.overlaps(model)
-
-    def _row(self, arm, round_, records, wall, masks, model, overlaps, **extra):
-        total, per_kernel = pruning.fraction_remaining(masks)
-        with self._scope(model):
-            train = model.evaluate(self.splits.train_eval, verbose=0, return_dict=True)
-        first = arm.start_period(self.config, round_) * self.config.eval_every
-        return {
-            "round": round_,
-            "kind": arm.name,
-            "weights_remaining": total,
-            "layers": per_kernel,
-            "iterations": records[-1]["iteration"] - first,
-            **training.early_stopping(records),
-            "train_accuracy": float(train["accuracy"]),
-            "wall_seconds": wall,
-            **overlaps,
-            **extra,
-        }
-
-    def _finish_job(self, job, row, records, files, **replace):
-        name = f"records/{job}.json"
-        files[name] = self.run_dir.write_json(name, records)
-        old = self.run_dir.progress.get("round_end") if "round_end" in replace else None
-        checkpoint = self.run_dir.progress.get("checkpoint")
-        start = self.run_dir.progress.get("start")
-        self.run_dir.commit(done={job: row}, files=files, checkpoint=None, start=None, **replace)
-        if start:
-            self.run_dir.remove(start["file"])
-        if old:
-            self.run_dir.remove(*old["files"])
-        if checkpoint:
-            self.run_dir.remove(*checkpoint["files"])
-        if self.chief:
-            summaries.write_job(self.run_dir.file("tensorboard"), row, records)
-            drawn = self._last_of_round(row) and self._plots_due()
-            report.write_reports(
-                self.run_dir, list(self.run_dir.progress["done"].values()), plots=drawn
-            )
-            self._plots_stale = not drawn
-        if self.verbose:
-            print(report.job_line(row), flush=True)
-
-    def _plots_due(self):
-        """Plots cost 0.3-1 s: drawn every `PLOT_SECONDS` at most, and at the end."""
-        now = time.monotonic()
-        if now - self._plotted_at < PLOT_SECONDS:
-            return False
-        self._plotted_at = now
-        return True
-
-    def _job_start(self, job):
-        """The start kernels of `job` if it was started before (a resume), else `None`."""
-        entry = self.run_dir.progress.get("start")
-        if not entry or entry["job"] != job:
-            return None
-        return self.run_dir.load_npz(entry["file"])
-
-    def _save_start(self, job, kernels):
-        name = f"checkpoints/{job}-start.npz"
-        digest = self.run_dir.save_npz(name, kernels, compress=False)
-        self.run_dir.commit(files={name: digest}, start={"job": job, "file": name})
-
-    def _keeps_trained_tickets(self):
-        return any(ARMS.get(name).needs_trained() for name in self.config.controls)
-
-    def _last_of_round(self, row):
-        config, round_ = self.config, row["round"]
-        if round_ == 0 or (config.control_rounds and round_ not in config.control_rounds):
-            return True
-        return row["kind"] == (config.controls[-1] if config.controls else "ticket")
-
     def _load_round_end(self, round_):
         if self._state_round == round_:
             return
@@ -527,64 +352,6 @@ class Experiment:
             raise RuntimeError(f"Expected the end state of round {round_}, found {end['round']}.")
         self.state.load(end, self.model, pruner=True)
         self._state_round = round_
-
-
-class _Placement:
-    """Where models are built and trained: a tf.distribute strategy, or nothing.
-
-    On the TensorFlow backend this wraps the strategy (the default one when
-    none is given); on other backends there is none, and Keras' own
-    `keras.distribution` (if set) places the model.
-    """
-
-    def __init__(self, strategy):
-        self.strategy = None
-        if keras.backend.backend() == "tensorflow":
-            from lth_keras.tensorflow import distribute
-
-            self._distribute = distribute
-            self.strategy = strategy or tf.distribute.get_strategy()
-
-    def chief(self):
-        return self.strategy is None or self._distribute.is_chief(self.strategy)
-
-    def _multi_worker(self):
-        return isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
-
-    def steps_per_execution(self, config):
-        """The config's, except under MultiWorkerMirroredStrategy and on PyTorch: 1 unless set.
-
-        Keras 3.15's multi-step train function fails under that strategy
-        ("You must feed a value for placeholder tensor ..."), so the default
-        of up to 100 steps per call applies to the other strategies only.
-        """
-        if config.steps_per_execution is None and (
-            self._multi_worker() or keras.backend.backend() == "torch"
-        ):
-            return 1  # Keras' torch trainer refuses more than one step per call
-        return config.execution_steps
-
-    def jit_compile(self, config):
-        """The config's; unset, XLA except under MultiWorkerMirroredStrategy.
-
-        TensorFlow 2.21 with XLA under that strategy aborts ("double free or
-        corruption" while collecting garbage).
-        """
-        if config.jit_compile is not None:
-            return config.jit_compile
-        return not self._multi_worker()
-
-    def build_scope(self):
-        return contextlib.nullcontext() if self.strategy is None else self.strategy.scope()
-
-    def fit_scope(self, model):
-        if self.strategy is None:
-            return contextlib.nullcontext()
-        return self._distribute.fit_scope(model, self.strategy)
-
-
-def _trained_ticket(round_):
-    return f"tickets/round_{round_:02d}.ticket.npz"
 
 
 def _job(kind, round_):

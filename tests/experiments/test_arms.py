@@ -7,8 +7,9 @@ from helpers import compile_model, mlp
 
 import lth_keras
 from lth_keras.experiments import arms, report
-from lth_keras.experiments.config import CONTROLS, preset
+from lth_keras.experiments.config import CONTROLS
 from lth_keras.experiments.overlap import OverlapTracker, overlap_key
+from lth_keras.experiments.presets import preset
 
 
 def test_controls_are_the_registered_arms():

@@ -5,8 +5,14 @@ import json
 
 import pytest
 
+from lth_keras import experiments
 from lth_keras.experiments import cli
-from lth_keras.experiments.config import _HASHED_WHEN_CHANGED, PRESETS, ExperimentConfig, preset
+from lth_keras.experiments.config import _HASHED_WHEN_CHANGED, ExperimentConfig
+from lth_keras.experiments.presets import PRESETS, preset
+
+
+def test_presets_are_exported_by_the_package():
+    assert experiments.preset is preset and experiments.PRESETS is PRESETS
 
 
 def test_presets_hold_the_papers_settings():

@@ -10,8 +10,9 @@ from helpers import lenet_counts, run_until
 
 from lth_keras.experiments import cli
 from lth_keras.experiments import runner as experiment
-from lth_keras.experiments.config import ExperimentConfig, preset
+from lth_keras.experiments.config import ExperimentConfig
 from lth_keras.experiments.early_bird import mask_iterations
+from lth_keras.experiments.presets import preset
 
 # 10 periods of 10 steps; with threshold 1 every distance passes, so each
 # round's mask is drawn at the earliest period the window allows: the 3rd.
@@ -209,7 +210,7 @@ def test_resume_at_the_draw_and_after_it(early, tmp_path, monkeypatch):
 RUNNER = """
 import sys
 from lth_keras.experiments import runner as experiment
-from lth_keras.experiments.config import preset
+from lth_keras.experiments.presets import preset
 experiment.run(preset("lenet", rounds=2, iterations=100, eval_every=10, train_examples=600,
                       validation_examples=300, test_examples=300, early_bird=True,
                       early_bird_window=3, early_bird_threshold=1.0, eval_rounds=(1,)),

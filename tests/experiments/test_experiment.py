@@ -11,8 +11,9 @@ import pytest
 from helpers import lenet_counts, run_until, stored
 
 import lth_keras
+from lth_keras.experiments import jobs
 from lth_keras.experiments import runner as experiment
-from lth_keras.experiments.config import preset
+from lth_keras.experiments.presets import preset
 from lth_keras.experiments.rundir import CorruptRunError
 
 TINY = dict(
@@ -92,7 +93,7 @@ def test_rerun_skips_finished_work_and_other_configs_are_refused(finished, capsy
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run trained again")
 
-    monkeypatch.setattr(experiment.Experiment, "_train", no_training)
+    monkeypatch.setattr(jobs.Jobs, "train", no_training)
     assert experiment.run(preset("lenet", **TINY), run_dir, verbose=1) == rows
     assert (run_dir / "metrics.jsonl").read_bytes() == before
     assert "winning ticket" in capsys.readouterr().out
@@ -117,7 +118,7 @@ def test_corrupted_file_is_detected(finished, tmp_path):
 RUNNER = """
 import sys
 from lth_keras.experiments import runner as experiment
-from lth_keras.experiments.config import preset
+from lth_keras.experiments.presets import preset
 experiment.CHECKPOINT_SECONDS = 0.0  # the default policy, due at every period but the last
 experiment.run(preset("lenet", rounds=2, iterations=60, eval_every=20, train_examples=600,
                       validation_examples=300, test_examples=300, controls=("reinit", "pft")),

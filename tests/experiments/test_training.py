@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from lth_keras.experiments import training
-from lth_keras.experiments.config import preset
+from lth_keras.experiments.presets import preset
 
 
 @pytest.mark.parametrize(

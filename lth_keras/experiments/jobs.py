@@ -1,0 +1,289 @@
+"""One job of a run: its start, its training, its result row and its bookkeeping.
+
+`Jobs` serves the runner (`lth_keras.experiments.runner`). It sets up a
+control job (the rewind point, the arm's mask, the optimizer reset) and
+fits a job's model with its callbacks: evaluations
+(`training.EvalRecorder`), checkpoints on the run's policy, the overlap
+ratios of its weights (`OverlapTracker`) and live progress. It writes a
+ticket round's end (masks, state, tickets), turns the trained model into the
+job's result row and finishes the job: records and row committed to
+`progress.json`, superseded files removed, TensorBoard and the reports
+(plots at most every `plot_seconds`) brought up to date.
+"""
+
+import time
+
+import numpy as np
+
+from lth_keras import masks as masks_lib
+from lth_keras import pruning
+from lth_keras.experiments import early_bird, report, summaries, training
+from lth_keras.experiments.arms import ARMS, AT_INIT_EXAMPLES_PER_CLASS
+from lth_keras.experiments.overlap import OverlapTracker
+from lth_keras.experiments.progress import Progress
+from lth_keras.tickets import load_ticket, save_ticket
+
+__all__ = ["Jobs", "trained_ticket_file"]
+
+
+class Jobs:
+    """Trains the jobs of one run and records each in its run directory.
+
+    Args:
+        config: The `ExperimentConfig`.
+        run_dir: The `RunDir`.
+        state: The run's `RunState`, which writes the checkpoints.
+        splits: The data (`lth_keras.experiments.data.load`).
+        pruner: The run's `LotteryPruner`, a callback of the ticket's jobs.
+        scope: `scope(model)`, the context in which to fit and evaluate.
+        chief: Whether this worker writes TensorBoard files and reports.
+        verbose: As for `run`.
+        checkpoint_every: Evaluation periods between checkpoints, or `None`
+            for one at the first period end after each `checkpoint_seconds`
+            of a job's training (none after its last period).
+        checkpoint_seconds: See `checkpoint_every`.
+        plot_seconds: The least seconds between two plot updates.
+        started: The `time.monotonic()` the plot clock starts from.
+
+    Example:
+
+    ```python
+    records, wall, overlaps = jobs.train(model, "ticket-r00", arm, 0, 0, [], 0.0, pruner=True)
+    row = jobs.row(arm, 0, records, wall, model, overlaps)
+    jobs.finish("ticket-r00", row, records, files)
+    ```
+    """
+
+    def __init__(
+        self,
+        config,
+        run_dir,
+        state,
+        splits,
+        pruner,
+        scope,
+        *,
+        chief,
+        verbose,
+        checkpoint_every,
+        checkpoint_seconds,
+        plot_seconds,
+        started,
+    ):
+        self.config = config
+        self.run_dir = run_dir
+        self.state = state
+        self.splits = splits
+        self.pruner = pruner
+        self.scope = scope
+        self.chief = chief
+        self.verbose = verbose
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_seconds = checkpoint_seconds
+        self.plot_seconds = plot_seconds
+        self._plotted_at = started  # of the last plots drawn (or the start)
+        self.plots_stale = True  # some finished job is not in the plots yet
+        self._rewind = None  # the rewind point as a Ticket, read once per process
+        self._batch = None  # the training batch of scores at initialisation
+
+    def start_control(self, arm, round_, model, reset):
+        """Sets `model` up for a new control job of `arm` at `round_` (its optimizer by `reset`).
+
+        Returns:
+            `(start_period, records, wall)` of the job's start, for `train`.
+        """
+        ticket = self.run_dir.load_npz(f"masks/round_{round_:02d}.npz")
+        # The rewind point, every weight of it, with round 0's (full) masks.
+        if self._rewind is None:
+            self._rewind = load_ticket(self.run_dir.verified("rewind.ticket.npz"))
+        self._rewind.apply(model, weights="rewind")
+        needs = {}
+        if arm.needs_trained():
+            needs["trained"] = load_ticket(self.run_dir.verified(trained_ticket_file(round_ - 1)))
+        if arm.needs_batch():
+            needs["batch"] = self._score_batch()
+        arm.prepare(model, ticket, self.config, round_, **needs)
+        start = arm.start_period(self.config, round_)
+        reset.reset(iterations=start * self.config.eval_every)
+        return (start, [], 0.0)
+
+    def _score_batch(self):
+        """The first examples of the training stream, for SNIP and GraSP: 10 per class."""
+        if self._batch is None:
+            count = AT_INIT_EXAMPLES_PER_CLASS * self.splits.num_classes
+            batches = -(-count // self.config.batch_size)
+            stream = self.splits.train(start_step=0).take(batches).as_numpy_iterator()
+            xs, ys = zip(*stream, strict=True)
+            self._batch = (np.concatenate(xs)[:count], np.concatenate(ys)[:count])
+        return self._batch
+
+    def train(
+        self, model, job, arm, round_, start_period, records, wall, pruner=False, start_job=None
+    ):
+        """Fits `model` for `job` from `start_period` to the round's end (or the draw).
+
+        Returns:
+            `(records, wall seconds so far, overlaps)`.
+        """
+        config = self.config
+        periods = config.iterations // config.eval_every
+        if pruner and early_bird.drawn(self.pruner, round_):
+            periods = start_period  # resumed after the draw: no epoch, just the round's end
+        began = time.perf_counter()
+
+        saved = [began]
+
+        def on_period(period, so_far):
+            now = time.perf_counter()
+            if self.checkpoint_every is None:
+                due = period < periods and now - saved[0] >= self.checkpoint_seconds
+            else:
+                due = period % self.checkpoint_every == 0 or period == periods
+            if due:
+                recorder.flush()  # the records saved hold the test accuracy of their best period
+                self.state.save_checkpoint(job, model, period, so_far, wall + now - began, pruner)
+                saved[0] = time.perf_counter()
+
+        recorder = training.EvalRecorder(self.splits.test, config.eval_every, records, on_period)
+        tracker = self._tracker(start_job or job)
+        callbacks = [self.pruner, tracker, recorder] if pruner else [tracker, recorder]
+        if self.verbose:
+            callbacks.append(self._progress(arm, round_, start_period))
+        with self.scope(model):
+            model.fit(
+                self.splits.train(start_step=start_period * config.eval_every),
+                epochs=periods,
+                initial_epoch=start_period,
+                steps_per_epoch=config.eval_every,
+                validation_data=self.splits.validation,
+                callbacks=callbacks,
+                shuffle=False,
+                verbose=0,
+            )
+        return recorder.records, wall + time.perf_counter() - began, tracker.overlaps(model)
+
+    def _tracker(self, start_job):
+        return OverlapTracker(
+            self.config.overlap_ps,
+            self._job_start(start_job),
+            lambda kernels: self._save_start(start_job, kernels),
+        )
+
+    def _progress(self, arm, round_, start_period):
+        config = self.config
+        label = f"{arm.name:>6} round {round_:2d}"
+        start = start_period * config.eval_every
+        tty = False if self.verbose >= 2 else None
+        return Progress(label, config.iterations, start, config.eval_every, tty=tty)
+
+    def row(self, arm, round_, records, wall, model, overlaps, **extra):
+        """The result row of a trained job (see `lth_keras.report`), with `extra` fields."""
+        total, per_kernel = pruning.fraction_remaining(masks_lib.get_masks(model))
+        with self.scope(model):
+            train = model.evaluate(self.splits.train_eval, verbose=0, return_dict=True)
+        first = arm.start_period(self.config, round_) * self.config.eval_every
+        return {
+            "round": round_,
+            "kind": arm.name,
+            "weights_remaining": total,
+            "layers": per_kernel,
+            "iterations": records[-1]["iteration"] - first,
+            **training.early_stopping(records),
+            "train_accuracy": float(train["accuracy"]),
+            "wall_seconds": wall,
+            **overlaps,
+            **extra,
+        }
+
+    def finish(self, job, row, records, files, **replace):
+        """Commits `job` as done with its row, records and `files`; updates the reports."""
+        name = f"records/{job}.json"
+        files[name] = self.run_dir.write_json(name, records)
+        old = self.run_dir.progress.get("round_end") if "round_end" in replace else None
+        checkpoint = self.run_dir.progress.get("checkpoint")
+        start = self.run_dir.progress.get("start")
+        self.run_dir.commit(done={job: row}, files=files, checkpoint=None, start=None, **replace)
+        if start:
+            self.run_dir.remove(start["file"])
+        if old:
+            self.run_dir.remove(*old["files"])
+        if checkpoint:
+            self.run_dir.remove(*checkpoint["files"])
+        if self.chief:
+            summaries.write_job(self.run_dir.file("tensorboard"), row, records)
+            drawn = self._last_of_round(row) and self._plots_due()
+            report.write_reports(
+                self.run_dir, list(self.run_dir.progress["done"].values()), plots=drawn
+            )
+            self.plots_stale = not drawn
+        if self.verbose:
+            print(report.job_line(row), flush=True)
+
+    def save_round_end(self, round_, model):
+        """Writes the end of ticket round `round_`: its masks and state, and the tickets needed.
+
+        Round 0 also writes `rewind.ticket.npz` (the rewind point of every
+        round), and each round its trained ticket when a control needs it.
+
+        Returns:
+            `(files, end)`: the files written with their SHA-256, and the
+            round-end entry of `progress.json`.
+        """
+        name = f"masks/round_{round_:02d}.npz"
+        files = {name: self.run_dir.save_npz(name, masks_lib.get_masks(model))}
+        if any(ARMS.get(control).needs_trained() for control in self.config.controls):
+            name = trained_ticket_file(round_)
+            files[name] = self.run_dir.save_with(
+                name, lambda path: save_ticket(model, path, pruner=self.pruner)
+            )
+        if round_ == 0:
+            files["rewind.ticket.npz"] = self.run_dir.save_with(
+                "rewind.ticket.npz",
+                lambda path: save_ticket(
+                    model, path, pruner=self.pruner, config=self.config.to_dict()
+                ),
+            )
+        end = {"round": round_, **self.state.save(f"state/round_{round_:02d}", model, True)}
+        files.update(end["files"])
+        return files, end
+
+    def commit_round_end(self, files, end, drawn):
+        """Records a round end (its mask drawn) before the round's job is finished."""
+        old = self.run_dir.progress.get("round_end")
+        checkpoint = self.run_dir.progress.get("checkpoint")
+        self.run_dir.commit(files=files, round_end=end, checkpoint=None, drawn=drawn)
+        if old:
+            self.run_dir.remove(*old["files"])
+        if checkpoint:
+            self.run_dir.remove(*checkpoint["files"])
+
+    def _plots_due(self):
+        """Plots cost 0.3-1 s: drawn every `plot_seconds` at most, and at the end."""
+        now = time.monotonic()
+        if now - self._plotted_at < self.plot_seconds:
+            return False
+        self._plotted_at = now
+        return True
+
+    def _job_start(self, job):
+        """The start kernels of `job` if it was started before (a resume), else `None`."""
+        entry = self.run_dir.progress.get("start")
+        if not entry or entry["job"] != job:
+            return None
+        return self.run_dir.load_npz(entry["file"])
+
+    def _save_start(self, job, kernels):
+        name = f"checkpoints/{job}-start.npz"
+        digest = self.run_dir.save_npz(name, kernels, compress=False)
+        self.run_dir.commit(files={name: digest}, start={"job": job, "file": name})
+
+    def _last_of_round(self, row):
+        config, round_ = self.config, row["round"]
+        if round_ == 0 or (config.control_rounds and round_ not in config.control_rounds):
+            return True
+        return row["kind"] == (config.controls[-1] if config.controls else "ticket")
+
+
+def trained_ticket_file(round_):
+    """The run directory's file of the ticket trained in `round_`, for the controls that need it."""
+    return f"tickets/round_{round_:02d}.ticket.npz"
