@@ -3,12 +3,20 @@
 The paper's protocol: the last `validation_examples` images of the training
 split are held out for validation (early stopping); the rest train. Images
 are held in memory as `uint8` (see `decoded`) and normalised on the fly
-(MNIST to [0, 1], CIFAR-10 per channel). The training stream is shuffled with a seed, repeated, and
-optionally augmented (random crop after 4-pixel padding, horizontal flip)
-with stateless random ops seeded by the example's position in the stream,
-so `train(start_step=k)` continues the exact stream a run interrupted at
-step `k` would have seen. Under a multi-worker strategy every worker takes
-its share of each global batch. `TFDS_DATA_DIR` is honoured by TFDS itself.
+(MNIST to [0, 1], CIFAR-10 per channel).
+
+The training stream is a function of each example's position in it: the
+example at position `i` is image `P_e(i mod n)` of the `n` training images,
+where `e = i // n` is its epoch and `P_e` a stateless pseudorandom
+permutation keyed by the seed and `e` (the op behind
+`tf.random.experimental.index_shuffle`), so every epoch is shuffled anew
+without a shuffle buffer. Optional augmentation (random crop after 4-pixel
+padding, horizontal flip) draws its offsets from a keyed permutation of `i`
+too. Each batch is gathered from memory in one operation, and
+`train(start_step=k)` starts at position `k * batch_size` at once, with the
+exact stream a run interrupted at step `k` would have seen. Under a
+multi-worker strategy every worker takes its share of each global batch.
+`TFDS_DATA_DIR` is honoured by TFDS itself.
 """
 
 import dataclasses
@@ -26,6 +34,10 @@ __all__ = ["DataUnavailableError", "Splits", "load"]
 _CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 _CIFAR_STD = (0.2470, 0.2435, 0.2616)
 _EVAL_BATCH = 1000
+# A training stream's positions run to 2**62. Augmentation draws one of
+# 9 * 9 * 2 (crop offsets, flip) from a permutation of 2**40 values.
+_STREAM_END = 2**62
+_AUGMENT_DRAWS = 2**40
 
 
 def _normalizer(name):
@@ -35,13 +47,29 @@ def _normalizer(name):
     return lambda image: (tf.cast(image, tf.float32) / 255.0 - mean) / std
 
 
-def _augment(image, seed, index):
-    """Crop and flip, seeded by `(seed, 2 * index)` and `(seed, 2 * index + 1)`."""
-    padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
-    image = tf.image.stateless_random_crop(
-        padded, tf.shape(image), seed=tf.stack([seed, 2 * index])
+def _permuted(positions, seed, stream, size):
+    """Maps stream positions through keyed pseudorandom permutations of `[0, size)`.
+
+    Position `p` (an int64 vector's element) goes to the image of
+    `p mod size` under the permutation keyed by `(seed, stream, p // size)`.
+    """
+    fill = tf.ones_like(positions)
+    keys = tf.stack([fill * seed, fill * stream, positions // size], axis=1)
+    return tf.raw_ops.RandomIndexShuffle(
+        index=positions % size, seed=keys, max_index=tf.constant(size - 1, tf.int64)
     )
-    return tf.image.stateless_random_flip_left_right(image, seed=tf.stack([seed, 2 * index + 1]))
+
+
+def _augment(images, seed, positions):
+    """Random crops of the 4-pixel-padded images and horizontal flips, keyed by position."""
+    draws = _permuted(positions, seed, 1, _AUGMENT_DRAWS)
+    offset_y, offset_x, flip = draws % 9, draws // 9 % 9, draws // 81 % 2 == 1
+    height, width = images.shape[1], images.shape[2]
+    padded = tf.pad(images, [[0, 0], [4, 4], [4, 4], [0, 0]])
+    rows = offset_y[:, None] + tf.range(height, dtype=tf.int64)[None]
+    cols = offset_x[:, None] + tf.range(width, dtype=tf.int64)[None]
+    cropped = tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
+    return tf.where(flip[:, None, None, None], tf.reverse(cropped, axis=[2]), cropped)
 
 
 def _shardable(dataset):
@@ -68,7 +96,8 @@ class Splits:
 
     Attributes:
         name: TFDS name.
-        raw_train: The `(uint8 image, label)` training examples, in memory.
+        train_images, train_labels: The training examples (`uint8` images),
+            in memory as tensors.
         validation, test, train_eval: Batched, normalised evaluation sets
             (`train_eval` is the training set, for train accuracy).
         input_shape, num_classes, train_size: Facts about the data.
@@ -83,7 +112,8 @@ class Splits:
     """
 
     name: str
-    raw_train: tf.data.Dataset
+    train_images: tf.Tensor
+    train_labels: tf.Tensor
     validation: tf.data.Dataset
     test: tf.data.Dataset
     train_eval: tf.data.Dataset
@@ -110,29 +140,25 @@ class Splits:
         ```
         """
         normalize = _normalizer(self.name)
-        augment, seed = self.augment, self.seed
+        images, labels, augment = self.train_images, self.train_labels, self.augment
+        seed, size = tf.constant(self.seed, tf.int64), self.train_size
 
-        def augmented(index, example):
-            image, label = example
-            return _augment(image, tf.constant(seed, tf.int64), index), label
+        def gathered(positions):
+            chosen = _permuted(positions, seed, 0, size)
+            batch = tf.gather(images, chosen)
+            if augment:
+                batch = _augment(batch, seed, positions)
+            # Normalising whole batches is much cheaper than image by image.
+            return normalize(batch), tf.gather(labels, chosen)
 
-        stream = self.raw_train.shuffle(
-            self.train_size, seed=self.seed, reshuffle_each_iteration=True
-        ).repeat()
-        if augment:
-            stream = (
-                stream.enumerate()
-                .skip(start_step * self.batch_size)
-                .map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
-            )
-        else:
-            stream = stream.skip(start_step * self.batch_size)
-        # Normalising whole batches is much cheaper than image by image.
-        stream = stream.batch(self.batch_size, drop_remainder=True).map(
-            lambda images, labels: (normalize(images), labels),
-            num_parallel_calls=tf.data.AUTOTUNE,
+        # The batch op is on the positions, so a distribution strategy can
+        # split every global batch between replicas and workers.
+        stream = (
+            tf.data.Dataset.range(start_step * self.batch_size, _STREAM_END)
+            .batch(self.batch_size, drop_remainder=True)
+            .map(gathered, num_parallel_calls=2)
         )
-        return _shardable(stream.prefetch(tf.data.AUTOTUNE))
+        return _shardable(stream.prefetch(2))
 
 
 class DataUnavailableError(FileNotFoundError):
@@ -177,23 +203,12 @@ def _read(name, split):
     return tfds.load(name, download=True, **kwargs)
 
 
-def _size(source):
-    """The number of examples of a split from `decoded_splits`."""
-    if isinstance(source, tf.data.Dataset):
-        return int(source.cardinality())
-    return len(source[1])
-
-
 def _examples(source, start, stop):
-    """Examples `[start, stop)` of a split from `decoded_splits` (`stop=None`: to its end).
+    """Examples `[start, stop)` of a split's `(images, labels)` (`stop=None`: to its end).
 
-    Decoded arrays are sliced (a `tf.data` cache of them would only copy
-    them again, 0.1-0.3 s before the first training step); a split read
-    from TFDS is cached after its first pass.
+    The arrays are sliced; a `tf.data` cache of them would only copy them
+    again (0.1-0.3 s before the first training step).
     """
-    if isinstance(source, tf.data.Dataset):
-        part = source.skip(start) if start else source
-        return (part if stop is None else part.take(stop - start)).cache()
     images, labels = source
     return tf.data.Dataset.from_tensor_slices((images[start:stop], labels[start:stop]))
 
@@ -244,7 +259,7 @@ def load(
     check_choice(name, "name", DATASETS)
 
     sources, features = decoded_splits(name, ("train", "test"), lambda s: _read(name, s))
-    total = _size(sources["train"])
+    total = len(sources["train"][1])
     if not 0 < validation_examples < total:
         raise ValueError(
             f"Received an invalid value for `validation_examples`, expected an int in "
@@ -266,7 +281,8 @@ def load(
 
     return Splits(
         name=name,
-        raw_train=_examples(sources["train"], 0, train_size),
+        train_images=tf.convert_to_tensor(sources["train"][0][:train_size]),
+        train_labels=tf.convert_to_tensor(sources["train"][1][:train_size]),
         validation=evaluation(_examples(sources["train"], total - validation_examples, total)),
         test=evaluation(_examples(sources["test"], 0, test_examples)),
         train_eval=evaluation(_examples(sources["train"], 0, train_eval_size)),

@@ -10,16 +10,21 @@ every result) is unchanged. In memory, the arrays need no `tf.data` cache
 
 A decoded split is named by a digest of its TFDS record files' content, so
 a copy of the same data (a data folder copied or re-created elsewhere) reuses
-it and new or changed data is decoded again. An index file per data set and
+it and new or changed data is decoded again (a split with no record files
+on disk, as under TFDS's `mock_data` in tests, is decoded but never
+cached). An index file per data set and
 TFDS data directory remembers where TFDS found the data set, its features
 and the name, size and modification time of every record file: while those
 are unchanged, a process reads the cache without importing
 `tensorflow_datasets` at all (0.5-0.8 s of imports and builder set-up).
 The cache lives in `$LTH_KERAS_CACHE`, else `$XDG_CACHE_HOME/lth_keras`,
-else `~/.cache/lth_keras`; a cache that cannot be written is skipped. Splits
-with no record files on disk (TFDS's `mock_data` in tests) are never cached.
+else `~/.cache/lth_keras`; a cache that cannot be written is skipped.
+Whenever a process goes through TFDS, decoded files of the data set that no
+index names and that no process has read for `STALE_SECONDS` (a week) are
+deleted: those of data that changed or moved, or of older lth_keras versions.
 """
 
+import contextlib
 import glob
 import hashlib
 import importlib.util
@@ -27,6 +32,7 @@ import io
 import json
 import os
 import sys
+import time
 import zipfile
 
 import numpy as np
@@ -34,6 +40,9 @@ import numpy as np
 from lth_keras._io import atomic_write, cache_folder, sha256_file
 
 __all__ = ["cache_folder", "decoded_splits"]
+
+#: Unindexed decoded files unread for this long are deleted (see above).
+STALE_SECONDS = 7 * 24 * 3600
 
 
 def _data_dir():
@@ -70,13 +79,36 @@ def _stats(folder, name, split):
     return [[os.path.basename(f), os.path.getsize(f), os.stat(f).st_mtime_ns] for f in files]
 
 
-def _read_npz(path):
-    """`(images, labels)` of a cached split, or `None` if it is missing or damaged."""
+def _read_npz(path, touch=False):
+    """`(images, labels)` of a cached split, or `None` if it is missing or damaged.
+
+    With `touch`, a file read is marked as used now (see `_prune`).
+    """
     try:
         with np.load(path, allow_pickle=False) as data:
-            return data["images"], data["labels"]
+            arrays = data["images"], data["labels"]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
+    if touch:
+        with contextlib.suppress(OSError):
+            os.utime(path)
+    return arrays
+
+
+def _prune(name, now):
+    """Deletes `name`'s decoded files that no index names, unread for `STALE_SECONDS`."""
+    folder = cache_folder()
+    named = set()
+    for index in glob.glob(os.path.join(folder, f"{name}-index-*.json")):
+        try:
+            with open(index) as f:
+                named.update(entry["path"] for entry in json.load(f)["splits"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    for path in glob.glob(os.path.join(folder, f"{name}-*.npz")):
+        with contextlib.suppress(OSError):
+            if path not in named and now - os.stat(path).st_mtime > STALE_SECONDS:
+                os.remove(path)
 
 
 def _warm(name, splits):
@@ -110,13 +142,15 @@ def _decoded_path(name, folder, split, files):
     return os.path.join(cache_folder(), f"{name}-{os.path.basename(folder)}-{split}-{key}.npz")
 
 
-def _decode(dataset, path):
-    """Decodes `dataset` to arrays and keeps them at `path` (if it can be written)."""
+def _decode(dataset, path=None):
+    """Decodes `dataset` to arrays and keeps them at `path` (if given and writable)."""
     import tensorflow_datasets as tfds
 
     batches = list(tfds.as_numpy(dataset.batch(10000)))
     images = np.concatenate([b[0] for b in batches])
     labels = np.concatenate([b[1] for b in batches])
+    if path is None:
+        return images, labels
     buffer = io.BytesIO()
     np.savez(buffer, images=images, labels=labels)
     try:
@@ -141,11 +175,11 @@ def _cold(name, splits, read):
     for split in splits:
         files = sorted(glob.glob(os.path.join(folder, f"{name}-{split}.*"))) if folder else []
         if not files:
-            datasets[split] = read(split)
+            datasets[split] = _decode(read(split))
             continue
         stats = _stats(folder, name, split)
         path = _decoded_path(name, folder, split, files)
-        arrays = _read_npz(path) if os.path.exists(path) else None
+        arrays = _read_npz(path, touch=True) if os.path.exists(path) else None
         if arrays is None:
             arrays = _decode(read(split), path)
         datasets[split] = arrays
@@ -162,6 +196,8 @@ def _cold(name, splits, read):
             atomic_write(_index_path(name), json.dumps(index, indent=1).encode())
         except OSError:
             pass  # the cache is optional
+    if entry:
+        _prune(name, time.time())
     return datasets, features
 
 
@@ -176,10 +212,8 @@ def decoded_splits(name, splits, read):
 
     Returns:
         `(sources, features)`: `{split: (images, labels)}`, NumPy arrays
-        holding the elements of `read(split)` in its order, or
-        `{split: read(split)}` (a `tf.data.Dataset`) for a split with no
-        record files on disk; and `{"input_shape": tuple, "num_classes":
-        int}` from TFDS's features.
+        holding the elements of `read(split)` in its order, and
+        `{"input_shape": tuple, "num_classes": int}` from TFDS's features.
 
     Example:
 

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -90,6 +91,29 @@ def test_changed_data_is_decoded_again(fake_tfds):
     (fake_tfds / "mnist-test.tfrecord-00000-of-00001").write_bytes(b"other test data")
     decoded.decoded_splits("mnist", ("train", "test"), read)
     assert read.calls == ["train", "test", "test"]
+
+
+def test_stale_unindexed_copies_are_deleted(fake_tfds, tmp_path):
+    read = _Reader()
+    decoded.decoded_splits("mnist", ("train", "test"), read)
+    cache = tmp_path / "cache"
+    kept = sorted(cache.glob("mnist-*.npz"))
+    week = decoded.STALE_SECONDS
+    old = time.time() - week - 60
+    stale = cache / "mnist-3.0.1-train-0123456789abcdef.npz"  # e.g. an older version's
+    recent = cache / "mnist-3.0.1-test-fedcba9876543210.npz"
+    other = cache / "cifar10-3.0.2-train-0123456789abcdef.npz"
+    for path in (stale, recent, other):
+        path.write_bytes(b"npz")
+    for path in (stale, other, *kept):
+        os.utime(path, (old, old))  # indexed copies are kept however old
+    (fake_tfds / "mnist-test.tfrecord-00000-of-00001").write_bytes(b"changed test data")
+    decoded.decoded_splits("mnist", ("train", "test"), read)  # goes through TFDS
+    assert not stale.exists()
+    assert recent.exists() and other.exists()  # unread for less than a week; another data set
+    assert kept[1].exists()  # the train split's copy, still named by the new index
+    assert not kept[0].exists()  # the old test copy: no index names it now, unread for a week
+    assert len(list(cache.glob("mnist-*test*.npz"))) == 2  # the new one and `recent`
 
 
 def test_damaged_index_falls_back_to_tfds(fake_tfds):
