@@ -63,6 +63,8 @@ def test_training_stream_is_seeded_and_resumable(mnist):
     # Another seed, another order.
     other = data.load("mnist", batch_size=32, validation_examples=500, train_examples=2000, seed=4)
     assert not np.array_equal(_batches(other.train(), 1)[0][1], first[0][1])
+    # Every stream of one `Splits` reuses one traced batch function.
+    assert mnist._gathered.experimental_get_tracing_count() == 1
 
 
 def test_cifar10_through_mock_data():
