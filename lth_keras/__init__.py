@@ -59,7 +59,7 @@ from lth_keras.masks import (
 )
 from lth_keras.tickets import Ticket, load_ticket, save_ticket
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "LotteryPruner",

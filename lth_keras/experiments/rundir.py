@@ -18,6 +18,7 @@ import os
 import socket
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -108,6 +109,24 @@ def _json_bytes(value):
     return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
 
 
+def _warn_if_versions_changed(path, stored, extra):
+    """Warns when a run resumes on other library versions than it started with."""
+    current = (extra or {}).get("versions")
+    if not stored or not current or stored == current:
+        return
+    changed = ", ".join(
+        f"{k} {stored.get(k)} -> {current.get(k)}"
+        for k in sorted(set(stored) | set(current))
+        if stored.get(k) != current.get(k)
+    )
+    warnings.warn(
+        f"The run in {path} was started with other versions ({changed}). Finished jobs keep "
+        "their results; the jobs trained from here on may differ from those of an "
+        "uninterrupted run (lth_keras 0.4.0 changed the order of the training stream).",
+        stacklevel=4,
+    )
+
+
 class RunDir:
     """A run directory holding one experiment's config, files and progress.
 
@@ -117,7 +136,8 @@ class RunDir:
             already holds a different config, nothing is written and
             `ValueError` is raised.
         extra: JSON-ready dict stored beside the config (library versions,
-            ...), not compared. Defaults to `None`.
+            ...), not compared; a run resumed with other `extra["versions"]`
+            than it started with gets a warning. Defaults to `None`.
         write_to: For the non-chief workers of a multi-worker run: read the
             run from `path` but write every file under `write_to` instead
             (reads look there first), without taking the directory's lock
@@ -163,7 +183,8 @@ class RunDir:
     def _open(self, config, extra, defaults):
         config_path = os.path.join(self.path, "config.json")
         if os.path.exists(config_path):
-            stored = self._read_json(config_path).get("config")
+            stored_file = self._read_json(config_path)
+            stored = stored_file.get("config")
             if not isinstance(stored, dict):
                 raise CorruptRunError(
                     f"{config_path} holds no run config. The run directory is damaged; "
@@ -181,6 +202,7 @@ class RunDir:
                     f"(differences in: {changed}). Use another directory, or delete this "
                     "one to start over."
                 )
+            _warn_if_versions_changed(self.path, stored_file.get("versions"), extra)
         else:
             self.write_json("config.json", {"config": config, **(extra or {})})
         progress_path = os.path.join(self.path, "progress.json")

@@ -1,6 +1,7 @@
 """Run directories: atomic writes, the config guard, checksums."""
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -37,6 +38,18 @@ def test_config_guard(tmp_path):
     with pytest.raises(ValueError, match=r"different config \(differences in: \['rounds'\]\)"):
         RunDir(tmp_path, {"model": "lenet", "rounds": 4})
     assert (tmp_path / "config.json").read_bytes() == before
+
+
+def test_resuming_on_other_versions_warns(tmp_path):
+    started = {"versions": {"lth_keras": "0.3.0", "keras": "3.15.1"}}
+    RunDir(tmp_path, {"a": 1}, extra=started)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        RunDir(tmp_path, {"a": 1}, extra=started)  # the same versions: silent
+    later = {"versions": {"lth_keras": "0.4.0", "keras": "3.15.1"}}
+    with pytest.warns(UserWarning, match=r"other versions \(lth_keras 0.3.0 -> 0.4.0\)"):
+        RunDir(tmp_path, {"a": 1}, extra=later)
+    assert '"0.3.0"' in (tmp_path / "config.json").read_text()  # as it started
 
 
 def test_checksums_catch_corruption_and_truncation(tmp_path):
