@@ -73,9 +73,13 @@ def _index_path(name):
     return os.path.join(cache_folder(), f"{name}-index-{key}.json")
 
 
-def _stats(folder, name, split):
-    """`[[file name, size, mtime_ns], ...]` of a split's record files (`[]` if none)."""
-    files = sorted(glob.glob(os.path.join(folder, f"{name}-{split}.*")))
+def _files(folder, name, split):
+    """A split's record files, sorted (`[]` if none)."""
+    return sorted(glob.glob(os.path.join(folder, f"{name}-{split}.*")))
+
+
+def _stats(files):
+    """`[[file name, size, mtime_ns], ...]` of record files."""
     return [[os.path.basename(f), os.path.getsize(f), os.stat(f).st_mtime_ns] for f in files]
 
 
@@ -119,7 +123,7 @@ def _warm(name, splits):
         known = entry["splits"]
         if any(split not in known for split in splits):
             return None
-        if any(_stats(entry["folder"], name, s) != known[s]["stats"] for s in splits):
+        if any(_stats(_files(entry["folder"], name, s)) != known[s]["stats"] for s in splits):
             return None
         features = {
             "input_shape": tuple(entry["features"]["input_shape"]),
@@ -173,11 +177,11 @@ def _cold(name, splits, read):
         folder = None
     datasets, entry = {}, {}
     for split in splits:
-        files = sorted(glob.glob(os.path.join(folder, f"{name}-{split}.*"))) if folder else []
+        files = _files(folder, name, split) if folder else []
         if not files:
             datasets[split] = _decode(read(split))
             continue
-        stats = _stats(folder, name, split)
+        stats = _stats(files)
         path = _decoded_path(name, folder, split, files)
         arrays = _read_npz(path, touch=True) if os.path.exists(path) else None
         if arrays is None:

@@ -94,11 +94,11 @@ def _gradient_masked(kernel, mask):
                 # PyTorch tensor has an `indices()` method.
                 rows = ops.take(ops.convert_to_tensor(mask), upstream.indices, axis=0)
                 return type(upstream)(
-                    ops.where(rows, upstream.values, 0),
+                    kept(rows, upstream.values),
                     upstream.indices,
                     upstream.dense_shape,
                 )
-            return _zero_where_false(ops.convert_to_tensor(mask), upstream)
+            return kept(mask, upstream)
 
         return ops.convert_to_tensor(value), grad
 
@@ -110,32 +110,27 @@ def _gradient_masked(kernel, mask):
     return masked(kernel)
 
 
-def _zero_where_false(mask, gradient):
-    """`gradient` where the boolean `mask` is True, exactly 0 elsewhere.
+def kept(mask, value):
+    """`value` where the boolean `mask` (of `value`'s shape) is True, exactly 0 elsewhere.
 
-    The boolean mask is read at 1 byte per weight where a float32 one took
-    4 (XLA fuses the select into each optimizer slot's update and reads the
-    mask in each: 14% of a LeNet step's bytes on JAX, 3.6% now). A select,
-    not `gradient * cast(mask)`: on TensorFlow without XLA the bool-to-float
-    cast costs twice the multiply. There `keras.ops.where` emits `SelectV2`,
-    whose CPU kernel takes 103 us on LeNet's first kernel against 72 us for
-    `Select` of the same shapes (the float multiply: 62 us); the two lower
-    to the same XLA select, so TensorFlow gets `Select`.
+    Unlike `value * mask`, pruned entries are 0 even where `value` is
+    infinite or NaN, and the mask needs no cast to `value`'s dtype. It masks
+    every gradient step, so it is written for speed. The boolean mask is read
+    at 1 byte per weight where a float32 one took 4 (XLA fuses the select
+    into each optimizer slot's update and reads the mask in each: 14% of a
+    LeNet step's bytes on JAX, 3.6% now). A select, not `value * cast(mask)`:
+    on TensorFlow without XLA the bool-to-float cast costs twice the
+    multiply. There `keras.ops.where` emits `SelectV2`, whose CPU kernel
+    takes 103 us on LeNet's first kernel against 72 us for `Select` of the
+    same shapes (the float multiply: 62 us); the two lower to the same XLA
+    select, so TensorFlow gets `Select`.
     """
+    mask, value = ops.convert_to_tensor(mask), ops.convert_to_tensor(value)
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf  # the backend in use
 
-        return tf.raw_ops.Select(condition=mask, x=gradient, y=tf.zeros_like(gradient))
-    return ops.where(mask, gradient, 0)
-
-
-def kept(mask, value):
-    """`value` where the boolean `mask` is True, exactly 0 elsewhere.
-
-    Unlike `value * mask`, pruned entries are 0 even where `value` is
-    infinite or NaN, and the mask needs no cast to `value`'s dtype.
-    """
-    return ops.where(ops.convert_to_tensor(mask), ops.convert_to_tensor(value), 0)
+        return tf.raw_ops.Select(condition=mask, x=value, y=tf.zeros_like(value))
+    return ops.where(mask, value, 0)
 
 
 def _copy(value):
