@@ -7,6 +7,13 @@ source of truth: it lists finished jobs with their results and the SHA-256
 of every file they produced, and is itself replaced atomically, after the
 files it names. Reading a file through `RunDir` checks its checksum, so a
 truncated or corrupted file raises `CorruptRunError` instead of being used.
+
+A run directory's files are untrusted input (directories are copied, synced
+and downloaded with a paper's results), so every name is checked before it
+is read, written or deleted: it must be relative and normalised, name a file
+of a kind a run makes (`FILE_KINDS`), and resolve inside the directory (no
+`..`, no symlink leading out). A name that fails raises `CorruptRunError`
+and nothing is touched.
 """
 
 import contextlib
@@ -15,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -25,7 +33,17 @@ import numpy as np
 from lth_keras._io import WriteError, atomic_write, render_to_bytes
 from lth_keras._io import sha256_file as _sha256
 
-__all__ = ["CorruptRunError", "RunDir", "RunDirInUseError", "WriteError"]
+__all__ = ["FILE_KINDS", "CorruptRunError", "RunDir", "RunDirInUseError", "WriteError"]
+
+_JOB = r"[a-z][a-z0-9_]*-r\d{2,4}(-full)?"
+#: The names of the files a run writes; no other name is read, written or deleted.
+FILE_KINDS = re.compile(
+    r"(config|progress|flags)\.json|metrics\.(csv|jsonl)|summary\.txt|ticket\.keras"
+    r"|rewind\.ticket\.npz|tensorboard|plots/[a-z0-9_]+\.png|masks/round_\d{2,4}\.npz"
+    r"|tickets/round_\d{2,4}\.ticket\.npz|records/" + _JOB + r"\.json"
+    r"|state/round_\d{2,4}(\.weights\.h5|-snapshot\.npz)"
+    r"|checkpoints/" + _JOB + r"(-p\d{4,6}(\.weights\.h5|-snapshot\.npz)|-start\.npz)"
+)
 
 
 class CorruptRunError(RuntimeError):
@@ -211,14 +229,39 @@ class RunDir:
             if os.path.exists(progress_path)
             else {"done": {}, "files": {}}
         )
+        self._check_progress(progress_path)
+
+    def _check_progress(self, progress_path):
+        """Refuses a `progress.json` whose layout or recorded file names are not a run's."""
+        progress = self.progress
+        files = progress.get("files") if isinstance(progress, dict) else None
+        done = progress.get("done") if isinstance(progress, dict) else None
+        if not isinstance(files, dict) or not isinstance(done, dict):
+            raise CorruptRunError(
+                f"{progress_path} is damaged: expected a mapping with the mappings 'done' and "
+                f"'files', found {_shape(progress)}. Delete the run directory to start over."
+            )
+        for name in _recorded_names(progress):
+            self.file(name)
+        for name, digest in files.items():
+            if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+                raise CorruptRunError(
+                    f"{progress_path} is damaged: the checksum recorded for {name!r} is not a "
+                    f"SHA-256 (received {digest!r}). Delete the run directory to start over."
+                )
 
     def file(self, name):
-        """Absolute path of `name`: where it is written (and read first)."""
-        return os.path.join(self.write_path, name)
+        """Absolute path of `name`: where it is written (and read first).
+
+        Raises:
+            CorruptRunError: If `name` is not the name of a run file inside
+                the directory (see the module docstring).
+        """
+        return _inside(self.write_path, name)
 
     def _readable(self, name):
         written = self.file(name)
-        return written if os.path.exists(written) else os.path.join(self.path, name)
+        return written if os.path.lexists(written) else _inside(self.path, name)
 
     @staticmethod
     def _read_json(path):
@@ -337,8 +380,61 @@ class RunDir:
             return {key: data[key] for key in data.files}
 
     def remove(self, *names):
-        """Deletes superseded files and forgets their checksums (at the next commit)."""
-        for name in names:
+        """Deletes superseded files and forgets their checksums (at the next commit).
+
+        Raises:
+            CorruptRunError: If a name is not that of a run file inside the
+                directory; nothing is deleted then.
+        """
+        paths = [self.file(name) for name in names]  # every name checked first
+        for name, path in zip(names, paths, strict=True):
             with contextlib.suppress(FileNotFoundError):
-                os.remove(self.file(name))
+                os.remove(path)
             self.progress["files"].pop(name, None)
+
+
+def _recorded_names(progress):
+    """Every file name `progress.json` records: its `files`, and those of its entries.
+
+    Entries such as the checkpoint, the round end and a job's start name
+    their files under `"files"` (a mapping from name) or `"file"` (a name).
+    """
+    for key, value in progress.items():
+        if key == "files" and isinstance(value, dict):
+            yield from value
+        elif key == "file":
+            yield value
+        elif isinstance(value, dict) and key != "done":
+            yield from _recorded_names(value)
+
+
+def _shape(value):
+    """A short description of a JSON value's type, for error messages."""
+    if isinstance(value, dict):
+        return f"a mapping with keys {sorted(value)[:6]}"
+    return f"a {type(value).__name__}"
+
+
+def _inside(root, name):
+    """`root/name` after checking that `name` is a run file's name that stays inside `root`."""
+    if (
+        not isinstance(name, str)
+        or os.path.isabs(name)
+        or "\\" in name
+        or os.path.normpath(name) != name
+        or not FILE_KINDS.fullmatch(name)
+    ):
+        raise CorruptRunError(
+            f"The run directory {root} names a file {name!r}, which is not a file a run "
+            "writes (relative, inside the directory, of a known kind). The run directory "
+            "is damaged or was crafted; nothing was read or deleted. Delete it to start over."
+        )
+    path = os.path.join(root, name)
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
+        raise CorruptRunError(
+            f"{path} leads outside the run directory {root} (a symbolic link); nothing was "
+            "read or deleted. The run directory is damaged or was crafted: delete it to "
+            "start over."
+        )
+    return path

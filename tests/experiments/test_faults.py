@@ -179,3 +179,26 @@ def test_damaged_file_one_line_and_traceback_with_debug(tmp_path, reference):
     assert "round_01.npz is corrupted" in line
     debug = _run(*TINY, f"--output_dir={run_dir}", "--debug")
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["absolute", "relative"])
+def test_crafted_progress_cannot_delete_files_outside(tmp_path, reference, where):
+    """A stale checkpoint entry naming a file outside the run (issue 26, item 1)."""
+    import json
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    run_dir = tmp_path / "a" / "run"
+    shutil.copytree(reference, run_dir)
+    progress = json.loads((run_dir / "progress.json").read_text())
+    del progress["done"]["reinit-r01"]  # so the next run trains and finishes a job
+    name = str(victim) if where == "absolute" else "../../victim.txt"
+    progress["checkpoint"] = {"job": "reinit-r01", "period": 1, "files": {name: "0" * 64}}
+    (run_dir / "progress.json").write_text(json.dumps(progress))
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    line = _one_error_line(_run(*TINY, f"--output_dir={run_dir}"))
+    assert "not a file a run writes" in line and repr(name) in line
+    assert victim.read_text() == "keep me"
+    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != "lock"}
+    assert after == {p: b for p, b in before.items() if p.name != "lock"}

@@ -1,5 +1,6 @@
 """Run directories: atomic writes, the config guard, checksums."""
 
+import json
 import os
 import warnings
 
@@ -18,7 +19,7 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
 
 def test_failed_write_keeps_the_old_file(tmp_path):
     run = RunDir(tmp_path, {"a": 1})
-    run.write_bytes("x.bin", b"old")
+    run.write_bytes("summary.txt", b"old")
 
     def broken(path):
         with open(path, "wb") as f:
@@ -26,8 +27,8 @@ def test_failed_write_keeps_the_old_file(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        run.save_with("x.bin", broken)
-    assert (tmp_path / "x.bin").read_bytes() == b"old"
+        run.save_with("summary.txt", broken)
+    assert (tmp_path / "summary.txt").read_bytes() == b"old"
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp")]
 
 
@@ -54,26 +55,27 @@ def test_resuming_on_other_versions_warns(tmp_path):
 
 def test_checksums_catch_corruption_and_truncation(tmp_path):
     run = RunDir(tmp_path, {})
-    digest = run.save_npz("m.npz", {"w": np.arange(1000)})
-    run.commit(files={"m.npz": digest})
-    np.testing.assert_array_equal(run.load_npz("m.npz")["w"], np.arange(1000))
-    data = (tmp_path / "m.npz").read_bytes()
-    (tmp_path / "m.npz").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CorruptRunError, match="m.npz is corrupted"):
-        run.load_npz("m.npz")
-    os.remove(tmp_path / "m.npz")
+    name = "masks/round_00.npz"
+    digest = run.save_npz(name, {"w": np.arange(1000)})
+    run.commit(files={name: digest})
+    np.testing.assert_array_equal(run.load_npz(name)["w"], np.arange(1000))
+    data = (tmp_path / name).read_bytes()
+    (tmp_path / name).write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptRunError, match="round_00.npz is corrupted"):
+        run.load_npz(name)
+    os.remove(tmp_path / name)
     with pytest.raises(CorruptRunError, match="missing"):
-        run.load_npz("m.npz")
+        run.load_npz(name)
     with pytest.raises(CorruptRunError, match="never recorded"):
-        run.verified("other.npz")
+        run.verified("masks/round_01.npz")
 
 
 def test_progress_round_trip_and_damage(tmp_path):
     run = RunDir(tmp_path, {})
-    run.commit(done={"ticket-r00": {"round": 0}}, files={"f": "0" * 64}, checkpoint={"p": 1})
+    run.commit(done={"ticket-r00": {"round": 0}}, files={"summary.txt": "0" * 64}, checkpoint={"p": 1})
     run.commit(checkpoint=None)
     again = RunDir(tmp_path, {})
-    assert again.progress == {"done": {"ticket-r00": {"round": 0}}, "files": {"f": "0" * 64}}
+    assert again.progress == {"done": {"ticket-r00": {"round": 0}}, "files": {"summary.txt": "0" * 64}}
     (tmp_path / "progress.json").write_text('{"done": {')
     with pytest.raises(CorruptRunError, match="progress.json"):
         RunDir(tmp_path, {})
@@ -81,14 +83,15 @@ def test_progress_round_trip_and_damage(tmp_path):
 
 def test_workers_read_the_chiefs_run_and_write_elsewhere(tmp_path):
     chief = RunDir(tmp_path / "run", {"a": 1})
-    chief.commit(files={"m.npz": chief.save_npz("m.npz", {"w": np.ones(3)})})
+    chief.commit(files={"masks/round_00.npz": chief.save_npz("masks/round_00.npz", {"w": np.ones(3)})})
     before = sorted(p.name for p in (tmp_path / "run").iterdir())
     worker = RunDir(tmp_path / "run", {"a": 1}, write_to=tmp_path / "private")
-    np.testing.assert_array_equal(worker.load_npz("m.npz")["w"], np.ones(3))  # the chief's file
-    worker.commit(files={"n.npz": worker.save_npz("n.npz", {"v": np.zeros(2)})})
-    np.testing.assert_array_equal(worker.load_npz("n.npz")["v"], np.zeros(2))  # its own
+    np.testing.assert_array_equal(worker.load_npz("masks/round_00.npz")["w"], np.ones(3))
+    name = "masks/round_01.npz"  # the worker's own
+    worker.commit(files={name: worker.save_npz(name, {"v": np.zeros(2)})})
+    np.testing.assert_array_equal(worker.load_npz(name)["v"], np.zeros(2))
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
-    assert sorted(p.name for p in (tmp_path / "private").iterdir()) == ["n.npz", "progress.json"]
+    assert sorted(p.name for p in (tmp_path / "private").iterdir()) == ["masks", "progress.json"]
     with pytest.raises(ValueError, match="different config"):
         RunDir(tmp_path / "run", {"a": 2}, write_to=tmp_path / "other")
 
@@ -125,3 +128,103 @@ def test_a_field_added_later_matches_at_its_default(tmp_path):
     RunDir(tmp_path, {"a": 1, "b": 2}, defaults={"b": 2}).close()
     with pytest.raises(ValueError, match=r"differences in: \['b'\]"):
         RunDir(tmp_path, {"a": 1, "b": 3}, defaults={"b": 2})
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ABSOLUTE",
+        "../victim.txt",
+        "../../victim.txt",
+        "masks/../../victim.txt",
+        "masks/./round_00.npz",
+        "masks//round_00.npz",
+        "victim.txt",  # inside, but not a file a run writes
+        "masks/round_00.npz/",
+        "checkpoints\\..\\victim.txt",
+        7,
+    ],
+    ids=[
+        "absolute",
+        "parent",
+        "grandparent",
+        "parent-inside",
+        "dot",
+        "double-slash",
+        "unknown-kind",
+        "trailing-slash",
+        "backslash",
+        "not-a-string",
+    ],
+)
+def test_recorded_names_cannot_touch_files_outside(tmp_path, name):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    run_path = tmp_path / "a" / "run"
+    run = RunDir(run_path, {})
+    (run_path / "victim.txt").write_text("not the run's")
+    if name == "ABSOLUTE":
+        name = str(victim)
+    with pytest.raises(CorruptRunError, match="not a file a run writes"):
+        run.remove(name)
+    with pytest.raises(CorruptRunError, match="not a file a run writes"):
+        run.verified(name, "0" * 64)
+    with pytest.raises(CorruptRunError, match="not a file a run writes"):
+        run.write_bytes(name, b"x")
+    assert victim.read_text() == "keep me"
+    assert (run_path / "victim.txt").read_text() == "not the run's"
+    # Recorded in progress.json, the name stops the next run before anything is done.
+    run.close()
+    progress = {"done": {}, "files": {name: "0" * 64}}
+    (run_path / "progress.json").write_text(json.dumps(progress))
+    with pytest.raises(CorruptRunError, match="not a file a run writes"):
+        RunDir(run_path, {})
+    assert victim.read_text() == "keep me"
+
+
+def test_symlinks_leading_out_are_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "round_00.npz").write_bytes(b"victim")
+    (outside / "summary.txt").write_bytes(b"victim")
+    run_path = tmp_path / "run"
+    run = RunDir(run_path, {})
+    os.symlink(outside, run_path / "masks")  # a folder leading out
+    os.symlink(outside / "summary.txt", run_path / "summary.txt")  # a file leading out
+    for name in ("masks/round_00.npz", "summary.txt"):
+        with pytest.raises(CorruptRunError, match="leads outside the run directory"):
+            run.remove(name)
+        with pytest.raises(CorruptRunError, match="leads outside the run directory"):
+            run.verified(name, "0" * 64)
+    assert (outside / "round_00.npz").read_bytes() == b"victim"
+    assert (outside / "summary.txt").read_bytes() == b"victim"
+
+
+@pytest.mark.parametrize(
+    "progress, message",
+    [
+        ([], "expected a mapping"),
+        ({"done": {}, "files": []}, "expected a mapping"),
+        ({"done": [], "files": {}}, "expected a mapping"),
+        ({"done": {}, "files": {"summary.txt": 5}}, "is not a SHA-256"),
+    ],
+    ids=["list", "files-list", "done-list", "bad-digest"],
+)
+def test_damaged_progress_is_one_clear_error(tmp_path, progress, message):
+    RunDir(tmp_path, {}).close()
+    (tmp_path / "progress.json").write_text(json.dumps(progress))
+    with pytest.raises(CorruptRunError, match=message):
+        RunDir(tmp_path, {})
+
+
+@pytest.mark.parametrize("entry", ["checkpoint", "round_end", "start"])
+def test_names_in_progress_entries_are_checked_at_open(tmp_path, entry):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    run_path = tmp_path / "run"
+    RunDir(run_path, {}).close()
+    value = {"file": str(victim)} if entry == "start" else {"files": {"../victim.txt": "0" * 64}}
+    (run_path / "progress.json").write_text(json.dumps({"done": {}, "files": {}, entry: value}))
+    with pytest.raises(CorruptRunError, match="not a file a run writes"):
+        RunDir(run_path, {})
+    assert victim.read_text() == "keep me"
