@@ -72,10 +72,15 @@ def test_checksums_catch_corruption_and_truncation(tmp_path):
 
 def test_progress_round_trip_and_damage(tmp_path):
     run = RunDir(tmp_path, {})
-    run.commit(done={"ticket-r00": {"round": 0}}, files={"summary.txt": "0" * 64}, checkpoint={"p": 1})
+    run.commit(
+        done={"ticket-r00": {"round": 0}}, files={"summary.txt": "0" * 64}, checkpoint={"p": 1}
+    )
     run.commit(checkpoint=None)
     again = RunDir(tmp_path, {})
-    assert again.progress == {"done": {"ticket-r00": {"round": 0}}, "files": {"summary.txt": "0" * 64}}
+    assert again.progress == {
+        "done": {"ticket-r00": {"round": 0}},
+        "files": {"summary.txt": "0" * 64},
+    }
     (tmp_path / "progress.json").write_text('{"done": {')
     with pytest.raises(CorruptRunError, match="progress.json"):
         RunDir(tmp_path, {})
@@ -83,7 +88,9 @@ def test_progress_round_trip_and_damage(tmp_path):
 
 def test_workers_read_the_chiefs_run_and_write_elsewhere(tmp_path):
     chief = RunDir(tmp_path / "run", {"a": 1})
-    chief.commit(files={"masks/round_00.npz": chief.save_npz("masks/round_00.npz", {"w": np.ones(3)})})
+    chief.commit(
+        files={"masks/round_00.npz": chief.save_npz("masks/round_00.npz", {"w": np.ones(3)})}
+    )
     before = sorted(p.name for p in (tmp_path / "run").iterdir())
     worker = RunDir(tmp_path / "run", {"a": 1}, write_to=tmp_path / "private")
     np.testing.assert_array_equal(worker.load_npz("masks/round_00.npz")["w"], np.ones(3))
