@@ -13,7 +13,14 @@ import keras
 
 __all__ = [
     "NOT_OPTIMIZER_STATE",
+    "computing",
+    "conv_lstm_cell_class",
     "flatten_layers",
+    "has_default_config",
+    "own_variables",
+    "reset_compiled_functions",
+    "unlocked",
+    "untrack",
     "multi_worker_reduce_fix",
     "op_determinism",
     "unpinned_strategy",
@@ -40,6 +47,112 @@ def flatten_layers(model, include_self=True, recursive=True):
     if method is None:
         raise _missing("keras.layers.Layer._flatten_layers")
     return list(method(include_self=include_self, recursive=recursive))
+
+
+def conv_lstm_cell_class():
+    """Keras' ConvLSTM cell class, which holds the kernels of ConvLSTM1D/2D/3D.
+
+    The cell is not exported; the public ConvLSTM layers create it.
+    """
+    try:
+        from keras.src.layers.rnn.conv_lstm import ConvLSTMCell
+    except ImportError as error:
+        raise _missing("keras.src.layers.rnn.conv_lstm.ConvLSTMCell", error) from error
+    return ConvLSTMCell
+
+
+def has_default_config(model):
+    """Whether a functional model's `get_config` is Keras' own (not a subclass's).
+
+    `keras.models.clone_model` decides the same way, with the private
+    `keras.src.utils.python_utils.is_default`; this compares the function.
+    """
+    method = getattr(type(model).get_config, "__func__", type(model).get_config)
+    try:
+        from keras.src.models.functional import Functional
+
+        functional = Functional.get_config
+    except ImportError as error:
+        raise _missing("keras.src.models.functional.Functional", error) from error
+    return method is functional
+
+
+def computing():
+    """Whether code runs inside a layer's call or a stateless scope (a train step).
+
+    Masked weights are read as the gradient-masked tensor there, and as the
+    variable itself elsewhere (so `layer.kernel.assign(...)` and
+    `layer.kernel.numpy()` work outside a call). Keras keeps the current
+    call context in a private global attribute; `in_stateless_scope` is
+    public (`keras.StatelessScope`).
+    """
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.backend.common.stateless_scope import in_stateless_scope
+    except ImportError as error:
+        raise _missing("keras.src.backend.common.global_state", error) from error
+    return global_state.get_global_attribute("current_call_ctx") is not None or in_stateless_scope()
+
+
+def own_variables(layer):
+    """The variables a layer holds itself (not those of its sublayers), in order.
+
+    Keras keeps them in `_trainable_variables` and `_non_trainable_variables`
+    and saves them in that order (`Layer.save_own_variables`); there is no
+    public accessor.
+    """
+    try:
+        return list(layer._trainable_variables) + list(layer._non_trainable_variables)
+    except AttributeError as error:
+        raise _missing("keras.layers.Layer._trainable_variables", error) from error
+
+
+def reset_compiled_functions(model):
+    """Drops a model's traced train, test and predict functions.
+
+    After masks are attached or removed in place, the next `fit` must trace
+    the model again (its state has new variables). Keras rebuilds a function
+    whose attribute is `None`; `make_train_function(force=True)` is the
+    public way for the train function only.
+    """
+    for name in ("train_function", "test_function", "predict_function"):
+        if getattr(model, name, None) is not None:
+            setattr(model, name, None)
+
+
+@contextlib.contextmanager
+def unlocked(layer):
+    """Lets a built layer gain or lose variables inside the context.
+
+    Keras locks a layer's state tracker after `build()`; `Layer.quantize`
+    unlocks it the same way to replace weights in place. There is no public
+    API for adding weights to a built layer.
+    """
+    tracker = getattr(layer, "_tracker", None)
+    if tracker is None or not hasattr(tracker, "unlock"):
+        raise _missing("keras.layers.Layer._tracker.unlock")
+    was_locked = tracker.locked
+    tracker.unlock()
+    try:
+        yield
+    finally:
+        if was_locked:
+            tracker.lock()
+
+
+def untrack(layer, name):
+    """Removes the variable `layer.<name>` from the layer (inside `unlocked`).
+
+    `del layer.<name>` does the same through `Layer.__delattr__`, but runs
+    `gc.collect()` for every variable: seconds for a large model.
+    """
+    variable = vars(layer).pop(name, None)
+    if variable is None:
+        return
+    method = getattr(layer, "_untrack_variable", None)
+    if method is None:
+        raise _missing("keras.layers.Layer._untrack_variable")
+    method(variable)
 
 
 #: Optimizer variables that are not per-weight state, by the names Keras 3

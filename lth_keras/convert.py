@@ -1,100 +1,81 @@
-"""Converting models: `prunable(model)` and `strip_masks(model)`.
+"""Masks on any Keras model, in place: `prunable(model)` and `strip_masks(model)`.
 
-Both are built on `keras.models.clone_model(clone_function=...)`, so they work
-for Sequential and functional models, nested ones included.
+`prunable` walks every layer of a built model (Sequential, functional,
+subclassed, nested models, layers holding layers such as KerasHub's
+transformer blocks and `MultiHeadAttention`) and attaches masks to the
+weights `lth_keras.layers.rules` selects, as `Model.quantize` changes
+layers in place. `strip_masks` gives the model back without masks, in the
+model's own classes.
 """
 
+import collections
+import contextlib
+import warnings
+
 import keras
-from keras import ops
 
 from lth_keras import _compat
-from lth_keras.layers import (
-    MaskedLayerMixin,
-    keras_class_of,
-    masked_twin_of,
-    supported_keras_classes,
-)
-from lth_keras.layers.base import kept
-from lth_keras.masks import masked_layers
+from lth_keras.layers import attach, detach, keras_class_of, rules
+from lth_keras.layers.base import CONFIG_KEY, MaskedLayerMixin, kept
+from lth_keras.masks import masked_layers, model_layers, weights_by_key
 
-__all__ = ["prunable", "strip_masks"]
+__all__ = ["attach_by_keys", "prunable", "strip_masks"]
 
 
-def _check_graph_model(model, function):
-    if isinstance(model, keras.Sequential) or (
-        isinstance(model, keras.Model) and isinstance(model, keras.Function)
-    ):
-        return
-    raise ValueError(
-        f"{function}() supports Sequential and functional Keras models. Received: "
-        f"a model of type {type(model).__name__}. For a subclassed model, build it "
-        "from the masked layers in lth_keras.layers (e.g. MaskedDense instead of "
-        "Dense) and pass it to LotteryPruner directly."
-    )
+def _check_model(model, function):
+    if not isinstance(model, keras.layers.Layer):
+        raise ValueError(
+            f"{function}() takes a Keras model. Received: a value of type {type(model).__name__}."
+        )
+    unbuilt = [path for path, layer in model_layers(model) if not layer.built]
+    if not model.built or unbuilt:
+        raise ValueError(
+            f"{function}() needs a built model: its weights must exist. Received: a model "
+            f"with unbuilt layers {unbuilt[:5] or [model.name]}. Build it first (call it on "
+            "a batch, start it from keras.Input, or call model.build(input_shape))."
+        )
 
 
-def _copy_unmasked(layer):
-    """A copy of a layer that is not masked, from its config.
+def prunable(model, filters=None, *, unknown=False, positional=False):
+    """Attaches masks to the weights of a built model, in place, and returns it.
 
-    A `Lambda` layer holds no weights and its config holds Python code,
-    which Keras' safe mode refuses to rebuild; the copy shares it instead.
-    """
-    if isinstance(layer, keras.layers.Lambda):
-        return layer
-    return type(layer).from_config(layer.get_config())
+    Every layer is visited, nested ones included. The weights masked by
+    default are the kernels of Dense, EinsumDense and every convolution,
+    Embedding matrices (ReversibleEmbedding included; a tied output
+    embedding is the same variable, masked once) and the kernels and
+    recurrent kernels of LSTM, GRU, SimpleRNN and ConvLSTM cells; see
+    `lth_keras.layers.rules`. Each masked layer keeps its identity, name,
+    variables and values; its class becomes its masked twin (a subclass),
+    and each masked weight gets a boolean mask (all True) and a copy of its
+    current value as its initial weight, as does the layer's bias. Reads of
+    a masked weight inside the layer give `where(mask, weight, 0)`, so
+    pruned weights are exactly zero in every forward pass and get zero
+    gradient, whatever trains the model.
 
-
-def _clone(model, make_layer):
-    """Clones `model` with `make_layer(layer)`; returns it and (old, new) pairs."""
-    pairs = []
-
-    def clone_function(layer):
-        new = make_layer(layer)
-        pairs.append((layer, new))
-        return new
-
-    clone = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
-    return clone, pairs
-
-
-def _copy_by_name(new, values):
-    """Assigns `values[name]` to the weight of `new` with that name."""
-    by_name = {w.name: w for w in new.weights}
-    for name, value in values.items():
-        # A copy: on JAX a variable assigned from another would share its
-        # buffer, and training either model would delete the other's weight.
-        by_name[name].assign(ops.copy(value))
-
-
-def _unregistered_subclass(layer):
-    """The registered Keras class `layer` subclasses without a twin of its own."""
-    if isinstance(layer, MaskedLayerMixin) or masked_twin_of(type(layer)) is not None:
-        return None
-    return next((c for c in supported_keras_classes() if isinstance(layer, c)), None)
-
-
-def prunable(model):
-    """Returns a copy of `model` with every supported layer replaced by its masked twin.
-
-    Supported layers are those with a registered twin (see
-    `lth_keras.layers.register_masked_twin`): Dense, Conv1D/2D/3D and their
-    transposes, DepthwiseConv1D/2D, SeparableConv1D/2D and Embedding, plus
-    any a user registered, matched by exact type. A subclass of a supported
-    layer with no twin of its own is refused rather than silently left
-    dense; layers that are already masked are kept. Every weight is copied,
-    masks start as all ones, and the copied kernels and biases are recorded
-    as the masked layers' initial weights. The copy is not compiled.
+    A trainable weight of rank 2 or more of a layer lth_keras does not know
+    is never silently left dense: `prunable` warns, naming each, unless
+    `unknown=True` masks them. `lth_keras.summary(model)` lists every
+    weight with the decision and its reason. Layers already masked are
+    kept as they are. Compiled train, test and predict functions are
+    dropped, so the next `fit` traces the masked model.
 
     Args:
-        model: A Sequential or functional Keras model.
+        model: A built Keras model (or layer).
+        filters: Which layers to mask, as in `Model.quantize`: a regex
+            searched in each layer's path (`"fc1"`,
+            `"transformer_layer_0/self_attention_layer/query"`), a list of
+            regexes (any may match), or a callable taking a layer and
+            returning a bool. Defaults to `None`: every layer.
+        unknown: Whether to mask the trainable rank>=2 weights of layers
+            lth_keras does not know. Defaults to `False` (warned about).
+        positional: Whether to mask positional tables. Defaults to `False`.
 
     Returns:
-        A new model of the same architecture and weights.
+        `model`, now holding masks.
 
     Raises:
-        ValueError: If `model` is subclassed, has no supported layer, or has
-            a layer that subclasses a supported Keras layer without a
-            registered twin.
+        ValueError: If the model is not built, `filters` is invalid, or
+            nothing can be masked. Nothing is changed then.
 
     Example:
 
@@ -102,69 +83,100 @@ def prunable(model):
     model = keras.Sequential([keras.Input((784,)),
                               keras.layers.Dense(300, activation="relu"),
                               keras.layers.Dense(10)])
-    masked = lth_keras.prunable(model)
-    type(masked.layers[0]).__name__  # 'MaskedDense'
+    lth_keras.prunable(model)
+    type(model.layers[0]).__name__  # 'MaskedDense'
     ```
     """
-    _check_graph_model(model, "prunable")
-    layers = _compat.flatten_layers(model, include_self=False)
-    for layer in layers:
-        base = _unregistered_subclass(layer)
-        if base is not None:
-            raise ValueError(
-                f"prunable() cannot mask layer {layer.name!r} of type {type(layer).__name__}, "
-                f"a subclass of keras.layers.{base.__name__} with no masked twin; it would stay "
-                "dense. Register one with lth_keras.layers.register_masked_twin("
-                f"{type(layer).__name__}, Masked{type(layer).__name__}) (see its docstring), "
-                f"or use keras.layers.{base.__name__} itself."
-            )
-    supported = [
-        layer
-        for layer in layers
-        if masked_twin_of(type(layer)) is not None or isinstance(layer, MaskedLayerMixin)
-    ]
-    if not supported:
-        kinds = sorted({type(layer).__name__ for layer in layers})
+    rules.check_filters(filters)
+    _check_model(model, "prunable")
+    layers = model_layers(model)
+    decisions = rules.plan(layers, filters, unknown, positional)
+    chosen = collections.defaultdict(list)
+    for decision in decisions:
+        if decision.rule is not None:
+            chosen[id(decision.layer)].append(decision)
+    if not chosen:
+        kinds = sorted({type(layer).__name__ for _, layer in layers})
         raise ValueError(
-            "prunable() found no layer it can mask. Supported types: "
-            f"{sorted(c.__name__ for c in supported_keras_classes())}. Received layers of "
-            f"types: {kinds}"
+            "prunable() found no weight to mask. It masks Dense, EinsumDense, convolution, "
+            "Embedding and recurrent-cell kernels (and, with unknown=True, any trainable "
+            f"weight of rank >= 2); filters={filters!r}. Received layers of types: {kinds}"
         )
+    strategy = getattr(model, "_distribute_strategy", None)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        for group in chosen.values():
+            attach(group[0].layer, [d.rule for d in group])
+    _compat.reset_compiled_functions(model)
+    unknown_weights = [d for d in decisions if d.unknown]
+    if unknown_weights:
+        names = ", ".join(
+            f"{d.path}/{d.variable.name} {tuple(d.variable.shape)} of {type(d.layer).__name__}"
+            for d in unknown_weights
+        )
+        warnings.warn(
+            f"prunable() left {len(unknown_weights)} trainable weight(s) of layers it does not "
+            f"know unmasked: {names}. Pass unknown=True to mask them too; "
+            "lth_keras.summary(model) lists every weight.",
+            stacklevel=2,
+        )
+    return model
 
-    def make_layer(layer):
-        twin = masked_twin_of(type(layer))
-        if twin is not None:
-            return twin.from_config(layer.get_config())
-        return _copy_unmasked(layer)
 
-    clone, pairs = _clone(model, make_layer)
-    for old, new in pairs:
-        if not old.built:
-            continue
-        if isinstance(new, MaskedLayerMixin) and not isinstance(old, MaskedLayerMixin):
-            _copy_by_name(new, {w.name: w for w in old.weights})
-            new.save_initial()
-        elif new is not old:
-            new.set_weights(old.get_weights())
-    return clone
+def attach_by_keys(model, keys):
+    """Attaches masks to exactly the weights `keys` name, in place (for loading).
 
-
-def strip_masks(model):
-    """Returns a plain Keras copy of `model` whose kernels are `kernel * mask`.
-
-    Every masked layer becomes its Keras parent class (same config), holding
-    the effective (pruned) kernels and the biases; masks and initial weights
-    are dropped. The result contains no lth_keras classes, so it can be saved,
-    exported or quantized like any Keras model. The copy is not compiled.
+    A model rebuilt from its config (a ticket's, a `.keras` file's) has
+    masked twins where the config named them, but layers its constructor or
+    its layers' `build()` create are plain; this masks the weights a record
+    lists, whatever the default rules say.
 
     Args:
-        model: A Sequential or functional model with masked layers.
-
-    Returns:
-        A new model with the same predictions.
+        model: A built model.
+        keys: Weight keys (`"transformer_layer_0/self_attention_layer/query/kernel"`).
 
     Raises:
-        ValueError: If `model` is subclassed or has no masked layers.
+        ValueError: If a key names no weight the model can mask.
+    """
+    keys = set(keys)
+    decisions = rules.plan(model_layers(model), unknown=True, positional=True)
+    by_key = {f"{d.path}/{d.rule.attr}": d for d in decisions if d.rule is not None}
+    unknown = sorted(keys - set(by_key))
+    if unknown:
+        raise ValueError(
+            f"The record names weights this model does not have: {unknown[:5]}. Received: "
+            "a file of another architecture."
+        )
+    chosen = collections.defaultdict(list)
+    for key in keys:
+        if by_key[key].reason != "masked" or not isinstance(by_key[key].layer, MaskedLayerMixin):
+            chosen[id(by_key[key].layer)].append(by_key[key])
+    for group in chosen.values():
+        attach(group[0].layer, [d.rule for d in group])
+    if chosen:
+        _compat.reset_compiled_functions(model)
+
+
+def strip_masks(model, in_place=False):
+    """The model without masks, in its own layer classes, holding its effective weights.
+
+    Masked weights become `where(mask, weight, 0)`; masks and initial
+    weights are dropped and every masked layer is of its plain class again,
+    so the result can be saved, exported, quantized or given LoRA like any
+    Keras model.
+
+    Args:
+        model: A model with masked layers.
+        in_place: Whether to strip `model` itself. Defaults to `False`: a
+            copy is returned (built from the model's config, as
+            `keras.models.clone_model` does) and `model` keeps its masks.
+
+    Returns:
+        The plain model.
+
+    Raises:
+        ValueError: If the model has no masked layers, or (with
+            `in_place=False`) cannot be copied from its config; then use
+            `in_place=True`.
 
     Example:
 
@@ -173,30 +185,76 @@ def strip_masks(model):
     plain.save("ticket_plain.keras")
     ```
     """
-    _check_graph_model(model, "strip_masks")
     if not masked_layers(model):
         raise ValueError(
             "strip_masks() found no masked layers in the model; it is already a "
             "plain Keras model. Received: a model with no lth_keras layers."
         )
+    if in_place:
+        for layer in masked_layers(model):
+            detach(layer)
+        _compat.reset_compiled_functions(model)
+        return model
+    try:
+        copy = _copy_model(model)
+    except Exception as error:  # a config Keras cannot rebuild the model from
+        raise ValueError(
+            f"strip_masks() could not copy the model from its config ({type(error).__name__}: "
+            f"{error}). Use strip_masks(model, in_place=True) to strip the model itself."
+        ) from error
+    for layer in masked_layers(copy):
+        detach(layer)
+    source = _effective_weights(model)
+    target = weights_by_key(copy)
+    if set(source) != set(target):
+        raise ValueError(
+            "strip_masks() could not match the weights of the model and of its copy. "
+            f"Missing in the copy: {sorted(set(source) - set(target))[:5]}; extra: "
+            f"{sorted(set(target) - set(source))[:5]}. Use strip_masks(model, in_place=True)."
+        )
+    for key, variable in target.items():
+        variable.assign(keras.ops.copy(source[key]))
+    return copy
 
-    def make_layer(layer):
+
+def _copy_model(model):
+    """A copy of `model` built from its config, in its plain classes, weights not copied.
+
+    Sequential and functional models are cloned layer by layer (masked twins
+    as their plain class; a `Lambda` layer, whose config holds Python code
+    that Keras' safe mode refuses to rebuild, is shared, as it holds no
+    weights); other models (subclassed, KerasHub's) are rebuilt from their
+    own config, as `keras.models.clone_model` does.
+    """
+
+    def clone_function(layer):
+        if isinstance(layer, keras.layers.Lambda):
+            return layer
         if isinstance(layer, MaskedLayerMixin):
-            return keras_class_of(type(layer)).from_config(layer.get_config())
-        return _copy_unmasked(layer)
+            config = layer.get_config()
+            config.pop(CONFIG_KEY, None)
+            return keras_class_of(type(layer)).from_config(config)
+        return type(layer).from_config(layer.get_config())
 
-    clone, pairs = _clone(model, make_layer)
-    for old, new in pairs:
-        if not old.built:
-            continue
-        if isinstance(old, MaskedLayerMixin):
-            _copy_by_name(
-                new,
-                {
-                    w.name: w.variable if w.mask is None else kept(w.mask, w.variable)
-                    for w in old.get_lottery_weights()
-                },
-            )
-        elif new is not old:
-            new.set_weights(old.get_weights())
-    return clone
+    graph = isinstance(model, keras.Sequential) or (
+        isinstance(model, keras.Model)
+        and isinstance(model, keras.Function)
+        and _compat.has_default_config(model)
+    )
+    if graph:
+        return keras.models.clone_model(model, clone_function=clone_function, recursive=True)
+    return keras.models.clone_model(model)
+
+
+def _effective_weights(model):
+    """Every weight of `model` except masks and initial copies, masked weights times masks."""
+    masks, lth = {}, set()
+    for layer in masked_layers(model):
+        lth |= rules.lth_variable_ids(layer)
+        for weight in layer.get_prunable_weights():
+            masks[id(weight.variable)] = weight.mask
+    return {
+        key: variable if id(variable) not in masks else kept(masks[id(variable)], variable)
+        for key, variable in weights_by_key(model).items()
+        if id(variable) not in lth
+    }

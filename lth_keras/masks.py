@@ -1,7 +1,11 @@
-"""Model-level access to masks: read, write and summarise them by name.
+"""Model-level access to masks: read, write and summarise them by key.
 
-Masks of a model are keyed `"<layer name>/<kernel attribute>"`, for example
-`"dense/kernel"` or `"sep/depthwise_kernel"`, in model order.
+Every layer of a model has a *path*: the names of the layers leading to it
+from the model, nested layers included and names of models left out
+(`"fc1"`, `"transformer_layer_0/self_attention_layer/query"`,
+`"lstm/lstm_cell"`). A weight's key is its layer's path and its name
+(`"fc1/kernel"`, `"lstm/lstm_cell/recurrent_kernel"`); masks are keyed by
+the key of the weight they mask, in model order.
 """
 
 import keras
@@ -14,8 +18,8 @@ __all__ = [
     "apply_masks",
     "get_kernels",
     "get_masks",
-    "mask_key",
     "masked_layers",
+    "model_layers",
     "prunable_entries",
     "set_masks",
     "weights_by_key",
@@ -23,8 +27,62 @@ __all__ = [
 ]
 
 
+def model_layers(model):
+    """Every layer of a model with its path, nested layers and models included, each once.
+
+    Models (the model itself and those nested in it) are walked through but
+    not listed, and their names are not part of paths: Keras gives a model
+    built in process and the same model loaded from a file different names.
+
+    Args:
+        model: A Keras model or layer.
+
+    Returns:
+        A list of `(path, layer)` in model order (depth first).
+
+    Raises:
+        ValueError: If two layers get the same path (give them unique names).
+
+    Example:
+
+    ```python
+    [path for path, _ in lth_keras.masks.model_layers(model)]  # ['fc1', 'fc2', 'out']
+    ```
+    """
+    found, seen, paths = [], set(), {}
+
+    def walk(layer, prefix):
+        for child in _compat.flatten_layers(layer, include_self=False, recursive=False):
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            if isinstance(child, keras.Model):
+                walk(child, prefix)
+                continue
+            path = f"{prefix}{child.name}"
+            if path in paths:
+                raise ValueError(
+                    f"Two layers of the model have the path {path!r} (a "
+                    f"{type(paths[path]).__name__} and a {type(child).__name__}); masks and "
+                    "weights are keyed by path. "
+                    "Give every layer a unique `name`."
+                )
+            paths[path] = child
+            found.append((path, child))
+            walk(child, f"{path}/")
+
+    if isinstance(model, keras.Model):
+        walk(model, "")
+    else:
+        found.append((model.name, model))
+        seen.add(id(model))
+        paths[model.name] = model
+        walk(model, f"{model.name}/")
+    return found
+
+
 def masked_layers(model):
-    """The masked layers of a model, nested models included, in model order.
+    """The masked layers of a model, nested ones included, in model order.
 
     Args:
         model: A Keras model or layer.
@@ -33,8 +91,7 @@ def masked_layers(model):
         A list of layers that are `MaskedLayerMixin` instances (each once).
 
     Raises:
-        ValueError: If two masked layers share a name, since masks are keyed
-            by layer name.
+        ValueError: If two layers get the same path (see `model_layers`).
 
     Example:
 
@@ -44,49 +101,24 @@ def masked_layers(model):
     [layer.name for layer in lth_keras.masked_layers(model)]
     ```
     """
-    found, seen, names = [], set(), set()
-    for layer in _compat.flatten_layers(model):
-        if isinstance(layer, MaskedLayerMixin) and id(layer) not in seen:
-            if layer.name in names:
-                raise ValueError(
-                    "Masks are keyed by layer name, but two masked layers are "
-                    f"named {layer.name!r}. Give every masked layer a unique "
-                    "`name`."
-                )
-            seen.add(id(layer))
-            names.add(layer.name)
-            found.append(layer)
-    return found
-
-
-def _model_layers(model):
-    """The layers of a model and of the models nested in it, models excluded."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _model_layers(layer)
-        else:
-            yield layer
+    return [layer for _, layer in model_layers(model) if isinstance(layer, MaskedLayerMixin)]
 
 
 def weights_by_key(model):
-    """Every weight of a model under a key that is stable across clones and loads.
+    """Every weight of a model under its key (its layer's path and its name).
 
-    The key is the weight's path from the layer of the model that holds it:
-    `"fc1/kernel"`, `"fc1/kernel_mask"`, `"mha/query/kernel"` (the query
-    projection inside a MultiHeadAttention layer named `mha`). Names of
-    models, nested ones included, are left out: Keras puts them in
-    `variable.path` for a model built in process but not for the same model
-    loaded from a file.
+    Keys are stable across clones, loads and processes: `"fc1/kernel"`,
+    `"fc1/kernel_mask"`, `"mha/query/kernel"` (the query projection inside a
+    MultiHeadAttention layer named `mha`).
 
     Args:
         model: A built Keras model.
 
     Returns:
-        A dict from key to variable.
+        A dict from key to variable, in model order.
 
     Raises:
-        ValueError: If two weights get the same key (layers of nested models
-            with the same name).
+        ValueError: If two weights get the same key.
 
     Example:
 
@@ -94,45 +126,24 @@ def weights_by_key(model):
     list(lth_keras.masks.weights_by_key(model))  # ['fc1/kernel', 'fc1/bias', ...]
     ```
     """
-    weights = {}
-    for layer in _model_layers(model):
-        for variable in layer.weights:
-            parts = variable.path.split("/")
-            scopes = parts[:-1]  # the last part is the variable's own name
-            if layer.name in scopes:
-                key = "/".join(parts[len(scopes) - 1 - scopes[::-1].index(layer.name) :])
-            else:
-                key = f"{layer.name}/{variable.name}"
-            if key in weights and weights[key] is not variable:
+    weights, owned = {}, set()
+    for path, layer in model_layers(model):
+        for variable in _compat.own_variables(layer):
+            if id(variable) in owned:
+                continue
+            owned.add(id(variable))
+            key = f"{path}/{variable.name}"
+            if key in weights:
                 raise ValueError(
-                    f"Two weights of the model are both keyed {key!r}; give every layer a "
-                    "unique `name`."
+                    f"Two weights of the model are both keyed {key!r}; give every weight of "
+                    "a layer a unique name."
                 )
             weights[key] = variable
     return weights
 
 
-def mask_key(layer, weight):
-    """The key of a masked kernel in model-level dicts: `"<layer name>/<attr>"`.
-
-    Args:
-        layer: A masked layer.
-        weight: One of its `LotteryWeight`s (or an attribute name).
-
-    Returns:
-        A string such as `"fc1/kernel"`.
-
-    Example:
-
-    ```python
-    mask_key(layer, layer.get_prunable_weights()[0])  # 'fc1/kernel'
-    ```
-    """
-    return f"{layer.name}/{getattr(weight, 'name', weight)}"
-
-
 def prunable_entries(model):
-    """Every masked kernel of a model as `(key, layer, LotteryWeight)`, in model order.
+    """Every masked weight of a model as `(key, layer, LotteryWeight)`, in model order.
 
     Args:
         model: A built Keras model containing masked layers.
@@ -150,15 +161,19 @@ def prunable_entries(model):
         print(key, weight.variable.shape)
     ```
     """
-    entries = []
-    for layer in masked_layers(model):
+    entries, seen = [], set()
+    for path, layer in model_layers(model):
+        if not isinstance(layer, MaskedLayerMixin):
+            continue
         if not layer.built:
             raise ValueError(
-                f"Layer {layer.name!r} is not built, so it has no masks yet. "
+                f"Layer {path!r} is not built, so it has no masks yet. "
                 "Build the model (e.g. with keras.Input) first."
             )
         for weight in layer.get_prunable_weights():
-            entries.append((mask_key(layer, weight), layer, weight))
+            if id(weight.variable) not in seen:  # a tied weight counts once
+                seen.add(id(weight.variable))
+                entries.append((f"{path}/{weight.name}", layer, weight))
     return entries
 
 

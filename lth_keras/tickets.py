@@ -28,6 +28,7 @@ import lth_keras
 from lth_keras import masks as masks_lib
 from lth_keras import pruning
 from lth_keras._io import atomic_write
+from lth_keras.convert import attach_by_keys
 
 __all__ = ["Ticket", "load_ticket", "save_ticket"]
 
@@ -41,8 +42,8 @@ def _layout(model):
     Returns:
         `(weights, kernels, initials)`: every weight that is not a mask or an
         initial-weight copy, keyed as `weights_by_key`; `{weight key: mask
-        key}` for masked kernels; `{weight key: initial variable}` for the
-        masked layers' kernels and biases.
+        key}` for masked kernels (the same key); `{weight key: initial
+        variable}` for the masked layers' kernels and biases.
     """
     everything = masks_lib.weights_by_key(model)
     key_of = {id(v): k for k, v in everything.items()}
@@ -51,7 +52,7 @@ def _layout(model):
         for weight in layer.get_lottery_weights():
             key = key_of[id(weight.variable)]
             if weight.mask is not None:
-                kernels[key] = masks_lib.mask_key(layer, weight)
+                kernels[key] = key
                 internal.add(id(weight.mask))
             initials[key] = weight.initial
             internal.add(id(weight.initial))
@@ -168,6 +169,7 @@ class Ticket:
         ```
         """
         model = keras.saving.deserialize_keras_object(self.metadata["model"], safe_mode=safe_mode)
+        attach_by_keys(model, self.masks)  # masks on layers the config does not name
         self.apply(model, weights)
         return model
 

@@ -1,12 +1,14 @@
-"""Masked Keras layers and the prunable-weights protocol.
+"""Masked layers: the prunable-weights protocol, twins, and what gets masked.
 
 `base` holds the protocol (`MaskedLayerMixin`, `LotteryWeight`,
-`masked_weight`); `masked` holds the masked twins of Keras layers and the
-registry `lth_keras.prunable` converts with. See `base` for how masks and
+`masked_weight`); `masked` makes the masked twin of any layer class and
+attaches masks to a built layer in place (`attach`, `detach`); `rules` says
+which weights of which layers are masked. See `base` for how masks and
 initial weights behave.
 """
 
-from lth_keras.layers.base import LotteryWeight, MaskedLayerMixin, masked_weight
+from lth_keras.layers import rules
+from lth_keras.layers.base import LotteryWeight, MaskedLayerMixin, kept, masked_weight
 from lth_keras.layers.masked import (
     MaskedConv1D,
     MaskedConv1DTranspose,
@@ -17,13 +19,20 @@ from lth_keras.layers.masked import (
     MaskedDense,
     MaskedDepthwiseConv1D,
     MaskedDepthwiseConv2D,
+    MaskedEinsumDense,
     MaskedEmbedding,
+    MaskedGRUCell,
+    MaskedLSTMCell,
     MaskedSeparableConv1D,
     MaskedSeparableConv2D,
+    MaskedSimpleRNNCell,
+    attach,
+    detach,
     keras_class_of,
     masked_twin_of,
     register_masked_twin,
     supported_keras_classes,
+    twin_class,
 )
 
 __all__ = [
@@ -37,13 +46,22 @@ __all__ = [
     "MaskedDense",
     "MaskedDepthwiseConv1D",
     "MaskedDepthwiseConv2D",
+    "MaskedEinsumDense",
     "MaskedEmbedding",
+    "MaskedGRUCell",
+    "MaskedLSTMCell",
     "MaskedLayerMixin",
     "MaskedSeparableConv1D",
     "MaskedSeparableConv2D",
+    "MaskedSimpleRNNCell",
+    "attach",
+    "detach",
     "keras_class_of",
+    "kept",
     "masked_twin_of",
     "masked_weight",
     "register_masked_twin",
+    "rules",
     "supported_keras_classes",
+    "twin_class",
 ]

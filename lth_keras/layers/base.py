@@ -1,60 +1,62 @@
 """The prunable-weights protocol: `MaskedLayerMixin` and `LotteryWeight`.
 
-A masked layer behaves as its Keras parent, with the same constructor and
-config, and adds in `build()`:
+A masked layer is the Keras layer it was, with the same config, plus:
 
-- a boolean, non-trainable mask per prunable kernel (`kernel_mask`, or
-  `depthwise_kernel_mask` and `pointwise_kernel_mask`, or
-  `embeddings_mask`), initially all ones;
-- a non-trainable copy of every kernel and bias as it was when built
+- a boolean, non-trainable mask per masked weight (`kernel_mask`,
+  `recurrent_kernel_mask`, `embeddings_mask`, ...), initially all ones;
+- a non-trainable copy of every masked weight and of the layer's `bias`
   (`kernel_initial`, `bias_initial`, ...): the values that surviving weights
   are reset to when a lottery ticket is rewound.
 
-Everything else in lth_keras (model-level masks, conversion, tickets, the
-callback, analysis) reaches these weights through one method,
+Masks attach in place (`lth_keras.prunable(model)`, which calls
+`lth_keras.layers.attach` on each layer): the layer object, its name, its
+variables and every reference to it stay the same, its class becomes the
+*masked twin* of its class (a subclass named `Masked<Name>`, so `isinstance`
+checks still hold) and the masks and initial copies are added to its
+weights. A twin built from a config (`MaskedDense(4)`, a loaded `.keras`
+file) creates them in `build()`. Both are the same class, so there is one
+mechanism.
+
+Every read of a masked weight by the layer's own code gives the effective
+weight `where(mask, stored, 0)`: the twin hooks the attribute that holds the
+variable (`_kernel` for `Dense`, `kernel` for an `LSTMCell`, ...). So pruned
+weights are exactly zero in every forward pass and get exactly zero
+gradient, whatever the optimizer, the training loop or the backend. The
+stored variable is zeroed wherever masks change and whenever weights are
+written through the layer (`set_weights`, loading, `rewind`,
+`reinitialize`), so raw weights show the ticket as it is; an optimizer whose
+update mixes entries (Muon) can move stored values at pruned positions,
+which the forward pass never reads: `lth_keras.apply_masks(model)` (run by
+`LotteryPruner` at the end of every `fit`) zeroes them again.
+
+Everything else in lth_keras reaches these weights through one method,
 `layer.get_lottery_weights()`, which returns a `LotteryWeight` (name,
 variable, mask, initial) per weight; `get_prunable_weights()` is the subset
-with a mask. A user layer opts in by subclassing `MaskedLayerMixin` before
-its Keras base, naming its kernels in `prunable_attrs` and declaring each as
-a `masked_weight` (see the mixin's docstring).
-
-Reading a prunable kernel attribute (`layer.kernel`, `layer.embeddings`,
-...) gives the effective kernel `kernel * mask`, which is what `call()` uses,
-so pruned weights get exactly zero gradient.
-
-The stored kernel is kept exactly zero at pruned positions: whenever masks
-change (`set_masks`), and whenever weights are written through the layer
-(`set_weights`, loading a `.keras` or `.weights.h5` file, `rewind`,
-`reinitialize`). Raw weights (`get_weights()`, saved files) therefore show the
-ticket as it is, and `call()` gets `kernel * mask` without a multiply per step:
-the forward pass reads the stored kernel and the backward pass zeroes the
-gradient where the mask is False (a forward multiply costs 10-17% of a LeNet-300-100 step
-on a CPU). Writing a kernel variable directly
-(`layer.get_prunable_weights()[0].variable.assign(...)`) bypasses this; call
-`layer.apply_masks()` (or `lth_keras.apply_masks(model)`) afterwards.
-`LotteryPruner` does so at the start and end of every `fit`, and resets the
-optimizer whenever masks change: optimizer state from before a change
-(momentum, Adam moments) would otherwise still move newly pruned weights, so
-reset it too when calling `set_masks` yourself.
+with a mask. A user layer may also opt in by subclassing `MaskedLayerMixin`
+before its Keras base, naming its kernels in `prunable_attrs` and declaring
+each as a `masked_weight` (see the mixin's docstring).
 """
 
+import json
 import typing
 
 import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["LotteryWeight", "MaskedLayerMixin", "masked_weight"]
+from lth_keras import _compat
+
+__all__ = ["LotteryWeight", "MaskedLayerMixin", "kept", "masked_weight"]
 
 
 class LotteryWeight(typing.NamedTuple):
     """One weight of a masked layer, as the lottery-ticket machinery sees it.
 
     Attributes:
-        name: The layer attribute holding the weight (`"kernel"`,
-            `"depthwise_kernel"`, `"bias"`, ...).
+        name: The weight's name in the layer (`"kernel"`,
+            `"recurrent_kernel"`, `"depthwise_kernel"`, `"bias"`, ...).
         variable: The stored variable; for a masked weight, exactly zero
-            wherever the mask is 0.
+            wherever the mask is False once `apply_masks` has run.
         mask: The boolean mask variable of the same shape, or `None` for a
             weight that is rewound but never pruned (a bias).
         initial: The variable holding the weight's rewind value.
@@ -73,14 +75,36 @@ class LotteryWeight(typing.NamedTuple):
     initial: typing.Any
 
 
-def _gradient_masked(kernel, mask):
-    """`kernel * mask` for a kernel already zero where `mask` is 0.
+def kept(mask, value):
+    """`value` where the boolean `mask` (of `value`'s shape) is True, exactly 0 elsewhere.
 
-    The forward value is the kernel itself, which the masked layers keep
-    exactly zero at pruned positions, so it equals `kernel * mask` without a
-    multiply per step; the gradient is zeroed where the mask is False, as
-    the gradient of `kernel * mask` (exactly 0 there, even for a NaN or
-    infinite upstream gradient).
+    Unlike `value * mask`, pruned entries are 0 even where `value` is
+    infinite or NaN, the mask needs no cast to `value`'s dtype, and the
+    gradient with respect to `value` is exactly 0 at pruned entries. A
+    select, not a multiply: on TensorFlow without XLA a bool-to-float cast
+    costs twice the multiply. There `keras.ops.where` emits `SelectV2`,
+    whose CPU kernel takes 103 us on LeNet's first kernel against 72 us for
+    `Select` of the same shapes; both lower to the same XLA select, so
+    TensorFlow gets `Select`.
+    """
+    mask, value = ops.convert_to_tensor(mask), ops.convert_to_tensor(value)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf  # the backend in use
+
+        return tf.raw_ops.Select(condition=mask, x=value, y=tf.zeros_like(value))
+    return ops.where(mask, value, ops.zeros_like(value))
+
+
+def _gradient_masked(kernel, mask):
+    """`where(mask, kernel, 0)` for a kernel already zero where `mask` is False.
+
+    The forward value is the stored kernel itself, which is kept exactly
+    zero at pruned positions (see the module docstring), so no op runs in
+    the forward pass; the gradient is zeroed where the mask is False, as the
+    gradient of the select (exactly 0 there, even for a NaN or infinite
+    upstream gradient). A select in the forward pass instead costs 8%
+    (JAX), 12% (TensorFlow) and 18% (TensorFlow with XLA) of a LeNet-300-100
+    train step on a CPU (`benchmarks/step_overhead.py`); this costs 0-2%.
     """
 
     @ops.custom_gradient
@@ -104,33 +128,49 @@ def _gradient_masked(kernel, mask):
 
     if keras.backend.backend() == "torch":
         # PyTorch's autograd.Function (Keras' torch custom_gradient) only
-        # tracks tensor arguments, not variables. Elsewhere the variable is
-        # passed as it is, as in the first release.
+        # tracks tensor arguments, not variables.
         kernel = ops.convert_to_tensor(kernel)
     return masked(kernel)
 
 
-def kept(mask, value):
-    """`value` where the boolean `mask` (of `value`'s shape) is True, exactly 0 elsewhere.
+class MaskConstraint:
+    """A variable constraint keeping pruned entries zero after every optimizer update.
 
-    Unlike `value * mask`, pruned entries are 0 even where `value` is
-    infinite or NaN, and the mask needs no cast to `value`'s dtype. It masks
-    every gradient step, so it is written for speed. The boolean mask is read
-    at 1 byte per weight where a float32 one took 4 (XLA fuses the select
-    into each optimizer slot's update and reads the mask in each: 14% of a
-    LeNet step's bytes on JAX, 3.6% now). A select, not `value * cast(mask)`:
-    on TensorFlow without XLA the bool-to-float cast costs twice the
-    multiply. There `keras.ops.where` emits `SelectV2`, whose CPU kernel
-    takes 103 us on LeNet's first kernel against 72 us for `Select` of the
-    same shapes (the float multiply: 62 us); the two lower to the same XLA
-    select, so TensorFlow gets `Select`.
+    Keras applies `variable.constraint` right after the optimizer's update,
+    inside the same compiled step, with every optimizer, so the stored
+    weight, which the forward pass reads, is exactly zero at pruned
+    positions even under an optimizer whose update mixes entries (Muon). A
+    constraint the weight had (a layer's `kernel_constraint`) runs first.
+    Set on TensorFlow and PyTorch; on JAX, Keras' optimizer cannot read the
+    mask inside its compiled update, and `LotteryPruner` refuses optimizers
+    that would move pruned weights (see `lth_keras.rewind.check_optimizer`).
+
+    Args:
+        mask: The boolean mask variable.
+        inner: The constraint the weight had, or `None`.
     """
-    mask, value = ops.convert_to_tensor(mask), ops.convert_to_tensor(value)
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf  # the backend in use
 
-        return tf.raw_ops.Select(condition=mask, x=value, y=tf.zeros_like(value))
-    return ops.where(mask, value, 0)
+    def __init__(self, mask, inner=None):
+        self.mask = mask
+        self.inner = inner
+
+    def __call__(self, value):
+        if self.inner is not None:
+            value = self.inner(value)
+        return kept(self.mask, value)
+
+
+def _constrain(variable, mask):
+    """Sets a `MaskConstraint` on `variable` where the backend can run it."""
+    if keras.backend.backend() == "jax" or isinstance(variable.constraint, MaskConstraint):
+        return
+    variable.constraint = MaskConstraint(mask, variable.constraint)
+
+
+def _unconstrain(variable):
+    """Gives `variable` back the constraint it had before `_constrain`."""
+    if isinstance(variable.constraint, MaskConstraint):
+        variable.constraint = variable.constraint.inner
 
 
 def _copy(value):
@@ -145,19 +185,14 @@ def _copy(value):
     return ops.copy(value)
 
 
-def _stored_name(attr):
-    # Keras' own layers keep a kernel's variable at `_<name>` (Dense writes
-    # `self._kernel` in its `build()`), so the masked property stores there too.
-    return f"_{attr}"
-
-
 def masked_weight(attr):
-    """A class attribute exposing kernel `attr` as the effective (masked) kernel.
+    """A class attribute exposing weight `attr` as the effective (masked) weight.
 
-    Reading `layer.<attr>` gives the stored kernel with its gradient
-    zeroed where the mask is False (the stored kernel is kept zero there);
-    assigning `layer.<attr> = self.add_weight(...)` in `build()` stores
-    the variable, as Keras' own layers do.
+    For layers written for lth_keras: reading `layer.<attr>` gives
+    `where(mask, stored, 0)`; assigning `layer.<attr> = self.add_weight(...)`
+    in `build()` stores the variable at `layer._<attr>`, as Keras' own layers
+    do. (Layers masked in place need nothing: `attach` hooks the attribute
+    that holds their variable.)
 
     Args:
         attr: The attribute name, listed in the layer's `prunable_attrs`.
@@ -173,39 +208,75 @@ def masked_weight(attr):
         kernel = lth_keras.layers.masked_weight("kernel")
     ```
     """
-    stored = _stored_name(attr)
+    stored = f"_{attr}"
 
     def getter(self):
-        variable = getattr(self, stored)
-        mask = getattr(self, f"{attr}_mask", None)
-        return variable if mask is None else _gradient_masked(variable, mask)
+        return self._lth_read(attr, getattr(self, stored))
 
     def setter(self, value):
         setattr(self, stored, value)
 
+    return MaskedWeight(
+        getter,
+        setter,
+        doc=f"The effective `{attr}`: the stored variable where its mask is True, 0 elsewhere.",
+    )
+
+
+class MaskedWeight(property):
+    """The property `masked_weight` makes (a `property`, marked as masking already)."""
+
+
+def hooked_weight(storage, attr):
+    """The property a twin class puts on `storage`, the attribute holding weight `attr`.
+
+    Reads give the effective weight; writes store the variable in the
+    instance's `__dict__`, where the layer's own code put it before.
+    """
+
+    def getter(self):
+        try:
+            raw = vars(self)[storage]
+        except KeyError:
+            raise AttributeError(storage) from None
+        return self._lth_read(attr, raw)
+
+    def setter(self, value):
+        vars(self)[storage] = value
+
     return property(
         getter,
         setter,
-        doc=f"The effective `{attr}` (the stored variable times its mask), with the gradient "
-        "zeroed where the mask is False.",
+        doc=f"The effective `{attr}`: the stored variable where its mask is True, 0 elsewhere.",
     )
+
+
+#: The config key of a twin whose masked weights differ from its class default.
+CONFIG_KEY = "lth_masked"
+#: The key under which a masked layer saves the names of its masked weights.
+STORE_KEY = "lth_keras"
 
 
 class MaskedLayerMixin:
     """Masks and initial weights for a Keras layer; see the module docstring.
 
-    Subclass it before a Keras layer class. Class attributes:
+    Twins of Keras layers are made for you (`lth_keras.prunable`,
+    `lth_keras.layers.attach`). To write a masked layer yourself, subclass
+    it before a Keras layer class. Class attributes:
 
-    - `prunable_attrs`: the attribute names of the kernels to mask, each
-      declared with `masked_weight(name)`. Defaults to `("kernel",)`.
+    - `prunable_attrs`: the names of the weights to mask. Defaults to
+      `("kernel",)`.
     - `initializer_attrs`: the constructor argument holding each weight's
       initializer, for `reinitialize()`. Defaults to Dense's names.
-    - `kernel_axes`: each kernel's `(input axis, output axis)`, for
+    - `kernel_axes`: each weight's `(input axis, output axis)`, for
       structured sparsity (`LotteryPruner(structure="units")`, ...); e.g.
       `{"kernel": (-2, -1)}` for a Dense-like kernel. Defaults to `{}`:
       unstructured pruning only.
+    - `weight_attrs`: the attribute holding each weight's variable, where it
+      is not `_<name>` (the attribute `masked_weight` stores at). Defaults
+      to `{}`.
 
-    Every kernel named in `prunable_attrs` and a `bias` attribute, when the
+    Every weight named in `prunable_attrs` and a `bias` attribute, when the
     layer has one, get an initial copy; the masks and copies are created at
     the end of `build()`, so a custom layer that overrides `build()` creates
     its kernels first and then calls `super().build(input_shape)`.
@@ -239,10 +310,23 @@ class MaskedLayerMixin:
     # axis), negative from the end, `None` where there is none. A kernel
     # missing here can only be pruned unstructured.
     kernel_axes = {}
+    weight_attrs = {}
 
     def __init__(self, *args, **kwargs):
+        masked = kwargs.pop(CONFIG_KEY, None)
+        # Keras' Embedding would `set_weights([weights])` in its constructor
+        # before the masks and initial weights exist; they are set here instead.
+        weights = kwargs.pop("weights", None) if isinstance(self, keras.layers.Embedding) else None
         super().__init__(*args, **kwargs)
+        if masked is not None:
+            # Not tracked: a tuple of names is no Keras state.
+            object.__setattr__(self, "prunable_attrs", tuple(masked))
         self._reject_unsupported()
+        if weights is not None:
+            self.build()
+            values = weights[0] if isinstance(weights, list) and len(weights) == 1 else weights
+            self._lth_variable(self.prunable_attrs[0]).assign(values)
+            self.save_initial()
 
     def _reject_unsupported(self):
         name = type(self).__name__
@@ -259,7 +343,7 @@ class MaskedLayerMixin:
                 f"quantization_config={self.quantization_config}. Quantize the "
                 "plain model returned by lth_keras.strip_masks() instead."
             )
-        if self.quantization_mode is not None:
+        if getattr(self, "quantization_mode", None) is not None:
             raise ValueError(
                 f"{name} does not support quantized dtype policies. Received: "
                 f"dtype={self.dtype_policy.name!r}. Use a float policy and "
@@ -270,7 +354,38 @@ class MaskedLayerMixin:
 
     def build(self, input_shape=None):
         super().build(input_shape)
-        for attr in self.prunable_attrs:
+        self._lth_add_state(self.prunable_attrs)
+
+    def _lth_read(self, attr, raw):
+        """The effective value of weight `attr` stored in `raw` (see the module docstring)."""
+        mask = vars(self).get(f"{attr}_mask")
+        if mask is None or not _compat.computing():
+            return raw  # the variable itself, outside a call: exactly zero where pruned
+        return _gradient_masked(raw, mask)
+
+    def _lth_storage(self, attr):
+        return self.weight_attrs.get(attr, f"_{attr}")
+
+    def _lth_variable(self, attr):
+        if attr in self.prunable_attrs:
+            storage = self._lth_storage(attr)
+            variable = vars(self).get(storage)
+            return getattr(self, storage) if variable is None else variable
+        return getattr(self, attr)
+
+    def _lth_rewound_attrs(self, attrs=None):
+        attrs = list(self.prunable_attrs if attrs is None else attrs)
+        if "bias" not in self.prunable_attrs and isinstance(
+            getattr(self, "bias", None), keras.Variable
+        ):
+            attrs.append("bias")
+        return attrs
+
+    def _lth_add_state(self, attrs):
+        """Adds a mask and an initial copy to each of `attrs` that has none (and the bias)."""
+        for attr in attrs:
+            if vars(self).get(f"{attr}_mask") is not None:
+                continue
             variable = self._lth_variable(attr)
             mask = self.add_weight(
                 name=f"{attr}_mask",
@@ -280,7 +395,10 @@ class MaskedLayerMixin:
                 trainable=False,
             )
             setattr(self, f"{attr}_mask", mask)
-        for attr in self._lth_rewound_attrs():
+            _constrain(variable, mask)
+        for attr in self._lth_rewound_attrs(attrs):
+            if vars(self).get(f"{attr}_initial") is not None:
+                continue
             variable = self._lth_variable(attr)
             initial = self.add_weight(
                 name=f"{attr}_initial",
@@ -292,27 +410,17 @@ class MaskedLayerMixin:
             initial.assign(_copy(variable))
             setattr(self, f"{attr}_initial", initial)
 
-    def _lth_variable(self, attr):
-        if attr in self.prunable_attrs:
-            return getattr(self, _stored_name(attr))
-        return getattr(self, attr)
-
-    def _lth_rewound_attrs(self):
-        attrs = list(self.prunable_attrs)
-        if getattr(self, "bias", None) is not None:
-            attrs.append("bias")
-        return attrs
-
     def get_lottery_weights(self):
-        """Every weight with an initial copy: the prunable kernels, then the bias.
+        """Every weight with an initial copy: the masked weights, then the bias.
 
         This is the one way lth_keras reads a masked layer's kernels, masks
         and initial weights; a layer that implements it takes part in
         pruning, rewinding, tickets and analysis.
 
         Returns:
-            A list of `LotteryWeight`, kernels first (in `prunable_attrs`
-            order, each with its mask), then the bias if any (`mask=None`).
+            A list of `LotteryWeight`, masked weights first (in
+            `prunable_attrs` order, each with its mask), then the bias if any
+            (`mask=None`).
 
         Raises:
             ValueError: If the layer is not built.
@@ -331,14 +439,14 @@ class MaskedLayerMixin:
             LotteryWeight(
                 attr,
                 self._lth_variable(attr),
-                getattr(self, f"{attr}_mask", None) if attr in self.prunable_attrs else None,
-                getattr(self, f"{attr}_initial"),
+                vars(self).get(f"{attr}_mask") if attr in self.prunable_attrs else None,
+                vars(self)[f"{attr}_initial"],
             )
             for attr in self._lth_rewound_attrs()
         ]
 
     def get_prunable_weights(self):
-        """The masked kernels: `get_lottery_weights()` without the bias.
+        """The masked weights: `get_lottery_weights()` without the bias.
 
         Returns:
             A list of `LotteryWeight` with a mask, in `prunable_attrs` order.
@@ -367,7 +475,7 @@ class MaskedLayerMixin:
     # Masks -----------------------------------------------------------------
 
     def get_masks(self):
-        """Returns the masks as boolean NumPy arrays, keyed by kernel attribute.
+        """Returns the masks as boolean NumPy arrays, keyed by weight name.
 
         Returns:
             A dict such as `{"kernel": array(..., dtype=bool)}`.
@@ -386,16 +494,16 @@ class MaskedLayerMixin:
         return {w.name: ops.convert_to_numpy(w.mask) != 0 for w in self.get_prunable_weights()}
 
     def set_masks(self, masks):
-        """Sets masks and zeroes the stored kernels where masks are 0.
+        """Sets masks and zeroes the stored weights where masks are 0.
 
         Args:
-            masks: Dict from kernel attribute (see `prunable_attrs`) to an
-                array of the kernel's shape holding only 0/1 or booleans.
-                Attributes not given keep their mask.
+            masks: Dict from weight name (see `prunable_attrs`) to an array
+                of the weight's shape holding only 0/1 or booleans. Names not
+                given keep their mask.
 
         Raises:
-            ValueError: If the layer is not built, a key is not a prunable
-                kernel, a shape differs, or a value is not 0 or 1. Nothing is
+            ValueError: If the layer is not built, a key is not a masked
+                weight, a shape differs, or a value is not 0 or 1. Nothing is
                 changed in that case.
 
         Example:
@@ -434,8 +542,8 @@ class MaskedLayerMixin:
         for attr, value in masks.items():
             if attr not in variables:
                 raise ValueError(
-                    f"Received a mask for {attr!r}, which is not a prunable "
-                    f"kernel of {self.name!r}. Expected one of "
+                    f"Received a mask for {attr!r}, which is not a masked "
+                    f"weight of {self.name!r}. Expected one of "
                     f"{list(self.prunable_attrs)}."
                 )
             value = np.asarray(value)
@@ -454,7 +562,7 @@ class MaskedLayerMixin:
         return checked
 
     def assign_checked_masks(self, checked):
-        """Writes masks returned by `check_masks` and zeroes the kernels.
+        """Writes masks returned by `check_masks` and zeroes the weights.
 
         Args:
             checked: The dict returned by `check_masks`.
@@ -466,14 +574,14 @@ class MaskedLayerMixin:
         ```
         """
         for attr, value in checked.items():
-            getattr(self, f"{attr}_mask").assign(value)
+            vars(self)[f"{attr}_mask"].assign(value)
         self.apply_masks()
 
     def apply_masks(self):
-        """Zeroes the stored kernels wherever their masks are 0.
+        """Zeroes the stored weights wherever their masks are 0.
 
         Masked layers do this themselves whenever lth_keras or Keras writes
-        their weights; call it after assigning a kernel variable directly.
+        their weights; call it after assigning a weight variable directly.
 
         Raises:
             ValueError: If the layer is not built.
@@ -491,9 +599,9 @@ class MaskedLayerMixin:
     # Initial weights -------------------------------------------------------
 
     def save_initial(self):
-        """Records the current kernels and bias as the layer's initial weights.
+        """Records the current weights (masked ones and the bias) as the initial ones.
 
-        The masked kernels are stored, so pruned entries are recorded as 0.
+        The masked weights are stored, so pruned entries are recorded as 0.
 
         Raises:
             ValueError: If the layer is not built.
@@ -507,10 +615,11 @@ class MaskedLayerMixin:
         ```
         """
         for weight in self.get_lottery_weights():
-            weight.initial.assign(_copy(weight.variable))
+            value = weight.variable
+            weight.initial.assign(_copy(value) if weight.mask is None else kept(weight.mask, value))
 
     def rewind(self):
-        """Resets kernels to `initial * mask` and the bias to its initial value.
+        """Resets masked weights to `initial * mask` and the bias to its initial value.
 
         Raises:
             ValueError: If the layer is not built.
@@ -530,10 +639,10 @@ class MaskedLayerMixin:
             )
 
     def reinitialize(self, seed):
-        """Draws new kernels and bias from the layer's initializers.
+        """Draws new masked weights and bias from the layer's initializers.
 
-        Kernels are masked after drawing, so pruned entries stay 0. The
-        initializers are re-created from their configs with seeds derived
+        Masked weights are masked after drawing, so pruned entries stay 0.
+        The initializers are re-created from their configs with seeds derived
         from `seed`, so the same seed draws the same values.
 
         Args:
@@ -589,15 +698,57 @@ class MaskedLayerMixin:
             "lth_keras.strip_masks() instead."
         )
 
+    def get_config(self):
+        config = super().get_config()
+        if tuple(self.prunable_attrs) != tuple(type(self).prunable_attrs):
+            config[CONFIG_KEY] = list(self.prunable_attrs)
+        return config
+
     # Keras' Dense and Embedding save a fixed, quantization-aware list of
     # variables. Masked layers reject quantization and LoRA, so every
-    # variable (masks and initial weights included) is saved in order.
+    # variable is saved in order: the layer's own first (so the layout
+    # starts as the plain layer's), then masks and initial weights, and the
+    # names of the masked weights under STORE_KEY (for `lth_keras.load_model`,
+    # which attaches masks to the layers of a model built from its
+    # constructor before loading).
     def save_own_variables(self, store):
         keras.layers.Layer.save_own_variables(self, store)
+        names = json.dumps({"masked": list(self.prunable_attrs)}).encode()
+        store[STORE_KEY] = np.frombuffer(names, dtype=np.uint8)
 
     def load_own_variables(self, store):
-        keras.layers.Layer.load_own_variables(self, store)
-        self.apply_masks()
+        from lth_keras.layers import masked  # the twin machinery, which imports this module
+
+        keys = [key for key in store.keys() if key != STORE_KEY]
+        names = None
+        if STORE_KEY in store.keys():
+            names = tuple(json.loads(bytes(np.asarray(store[STORE_KEY])).decode())["masked"])
+        if masked.loading_reconciles() and names is not None:
+            masked.reconcile(self, names)
+        variables = _compat.own_variables(self)
+        if len(keys) == len(variables):
+            for i, variable in enumerate(variables):
+                variable.assign(store[str(i)])
+            self.apply_masks()
+            return
+        lth = [(w.mask, w.initial) for w in self.get_lottery_weights()]
+        ours = {id(v) for pair in lth for v in pair if v is not None}
+        plain = [v for v in variables if id(v) not in ours]
+        if names is None and len(keys) == len(plain):
+            # Saved by the plain layer (the model was not pruned when saved).
+            if masked.loading_reconciles():
+                base = masked.reconcile(self, ())
+                base.load_own_variables(self, store)
+                return
+            for i, variable in enumerate(plain):  # the plain layer's layout
+                variable.assign(store[str(i)])
+            self.apply_masks()  # the file's weights under this model's masks
+            return
+        raise ValueError(
+            f"Layer {self.name!r} expected {len(variables)} variables (masks and initial "
+            f"weights included) or {len(plain)} (without), but the file holds {len(keys)} "
+            "for it. Received: a file saved from a model of another architecture."
+        )
 
     def set_weights(self, weights):
         super().set_weights(weights)

@@ -1,14 +1,32 @@
-"""Masked twins of Keras layers, and the registry `prunable()` converts with.
+"""Masked twins of layer classes, and attaching masks to a layer in place.
 
-Each `Masked<KerasName>` subclasses `MaskedLayerMixin` and the Keras layer,
-one level deep, with the same constructor and config. `register_masked_twin`
-maps a Keras layer class to the masked class `lth_keras.prunable` replaces it
-with; user layers register the same way.
+The *twin* of a layer class `C` is `Masked<C>`, a subclass of
+`MaskedLayerMixin` and `C` that hooks the attributes holding `C`'s masked
+weights (see `lth_keras.layers.base`). `attach(layer, names)` turns a built
+layer into its twin in place (its class, its masks and initial copies);
+`detach(layer)` turns it back into a plain `C` holding its effective
+weights. Twins of Keras' own layers (`MaskedDense`, `MaskedConv2D`,
+`MaskedLSTMCell`, ...) are made when this module is imported, so
+`keras.saving.load_model` finds them by name; twins of other classes
+(KerasHub's, yours) are made on first use and registered as
+`"lth_keras>Masked[<the class's registered name>]"`, which
+`lth_keras.load_model` recreates before loading.
 """
+
+import contextlib
+import threading
 
 import keras
 
-from lth_keras.layers.base import MaskedLayerMixin, masked_weight
+from lth_keras import _compat
+from lth_keras.layers import rules
+from lth_keras.layers.base import (
+    MaskedLayerMixin,
+    MaskedWeight,
+    _unconstrain,
+    hooked_weight,
+    kept,
+)
 
 __all__ = [
     "MaskedConv1D",
@@ -20,24 +38,33 @@ __all__ = [
     "MaskedDense",
     "MaskedDepthwiseConv1D",
     "MaskedDepthwiseConv2D",
+    "MaskedEinsumDense",
     "MaskedEmbedding",
+    "MaskedGRUCell",
+    "MaskedLSTMCell",
     "MaskedSeparableConv1D",
     "MaskedSeparableConv2D",
+    "MaskedSimpleRNNCell",
+    "attach",
+    "detach",
     "keras_class_of",
     "masked_twin_of",
     "register_masked_twin",
     "supported_keras_classes",
+    "twin_class",
 ]
 
-_TWINS = {}  # Keras layer class -> masked class
+_TWINS = {}  # layer class -> its twin
+_BASES = {}  # twin -> the layer class it is the twin of
+_PREFIX = "Masked["
 
 
 def register_masked_twin(keras_class, masked_class):
-    """Declares `masked_class` the masked twin `prunable()` uses for `keras_class`.
+    """Declares `masked_class` the twin `prunable()` uses for `keras_class`.
 
-    The match is by exact class: a subclass of a registered Keras class needs
-    its own registration (`prunable()` refuses unregistered subclasses rather
-    than leaving them dense).
+    Twins are made for you; register one only to give a class masked
+    behaviour of your own (for example a layer written with
+    `MaskedLayerMixin` and `masked_weight`).
 
     Args:
         keras_class: A `keras.layers.Layer` subclass.
@@ -75,11 +102,12 @@ def register_masked_twin(keras_class, masked_class):
             f"Received: masked_class={masked_class!r}"
         )
     _TWINS[keras_class] = masked_class
+    _BASES[masked_class] = keras_class
     return masked_class
 
 
 def masked_twin_of(keras_class):
-    """The registered masked twin of a Keras layer class, or `None`.
+    """The twin of a layer class, or `None` if none is made or registered yet.
 
     Example:
 
@@ -91,17 +119,16 @@ def masked_twin_of(keras_class):
 
 
 def keras_class_of(masked_class):
-    """The Keras class a masked class is the twin of (for `strip_masks`).
+    """The layer class a twin was made for (for `strip_masks`).
 
     Args:
-        masked_class: A class registered with `register_masked_twin`, or a
-            subclass of one.
+        masked_class: A twin, or a subclass of one.
 
     Returns:
-        The registered Keras class.
+        The layer class.
 
     Raises:
-        ValueError: If no registered twin is among its bases.
+        ValueError: If no twin is among its bases.
 
     Example:
 
@@ -109,239 +136,250 @@ def keras_class_of(masked_class):
     lth_keras.layers.keras_class_of(MaskedDense)  # keras.layers.Dense
     ```
     """
-    plain = {masked: keras_cls for keras_cls, masked in _TWINS.items()}
     for cls in masked_class.__mro__:
-        if cls in plain:
-            return plain[cls]
+        if cls in _BASES:
+            return _BASES[cls]
     raise ValueError(
-        f"{masked_class.__name__} is not registered as the masked twin of a Keras layer; "
-        "call lth_keras.layers.register_masked_twin(KerasClass, MaskedClass) first."
+        f"{masked_class.__name__} is not the masked twin of a layer class; "
+        "call lth_keras.layers.register_masked_twin(LayerClass, MaskedClass) first."
     )
 
 
 def supported_keras_classes():
-    """The Keras layer classes `prunable()` can replace, in registration order."""
-    return list(_TWINS)
+    """The Keras layer classes whose weights lth_keras masks by default, in table order."""
+    return [cls for cls in rules.known_classes() if cls.__module__.startswith("keras.")]
 
 
-def _twin(keras_class):
-    def decorate(cls):
-        cls = keras.saving.register_keras_serializable(package="lth_keras")(cls)
-        return register_masked_twin(keras_class, cls)
+def twin_class(layer_class):
+    """The twin of `layer_class`, made (and registered for saving) on first use.
 
-    return decorate
+    Args:
+        layer_class: A `keras.layers.Layer` subclass (a twin is returned as is).
+
+    Returns:
+        The twin class.
+
+    Example:
+
+    ```python
+    lth_keras.layers.twin_class(keras.layers.Dense)  # MaskedDense
+    ```
+    """
+    if issubclass(layer_class, MaskedLayerMixin):
+        return layer_class
+    twin = _TWINS.get(layer_class)
+    if twin is not None:
+        return twin
+    keras_own = layer_class.__module__.startswith("keras.")
+    name = f"Masked{layer_class.__name__}"
+    registered = name if keras_own else f"{_PREFIX}{keras.saving.get_registered_name(layer_class)}]"
+    attrs = {"__module__": __name__, "__qualname__": name, "__doc__": _doc(layer_class)}
+    twin = type(name, (MaskedLayerMixin, layer_class), attrs)
+    twin.prunable_attrs = tuple(r.attr for r in rules.class_rules(layer_class))
+    twin.weight_attrs = {}
+    twin.initializer_attrs = {"bias": "bias_initializer"}
+    twin.kernel_axes = {}
+    for rule in rules.class_rules(layer_class):
+        _hook(twin, rule)
+    keras.saving.register_keras_serializable(package="lth_keras", name=registered)(twin)
+    return register_masked_twin(layer_class, twin)
 
 
-def _doc(base, extra="", example=""):
-    text = (
-        f"`keras.layers.{base}` with a boolean mask on its kernel{extra}.\n\n"
-        f"Same constructor and config as `keras.layers.{base}`. See the\n"
-        "`lth_keras.layers` module docstring for masks and initial weights.\n"
+def resolve_twin(registered_name, custom_objects=None):
+    """The twin a saved config names (`"lth_keras>Masked[...]"`), made if needed; else `None`.
+
+    The layer class is looked up with Keras' own registry (and
+    `custom_objects`), never imported from a module the file names.
+    """
+    prefix = f"lth_keras>{_PREFIX}"
+    if not (isinstance(registered_name, str) and registered_name.startswith(prefix)):
+        return None
+    base_name = registered_name[len(prefix) : -1]
+    base = keras.saving.get_registered_object(base_name, custom_objects=custom_objects)
+    return None if base is None else twin_class(base)
+
+
+def _hook(twin, rule):
+    """Hooks the attribute holding `rule.attr` on `twin`, and records its layout."""
+    written = isinstance(getattr(twin, rule.attr, None), MaskedWeight)
+    if not (written and rule.storage == f"_{rule.attr}"):  # masked_weight reads it already
+        setattr(twin, rule.storage, hooked_weight(rule.storage, rule.attr))
+    twin.weight_attrs = {**twin.weight_attrs, rule.attr: rule.storage}
+    if rule.initializer is not None:
+        twin.initializer_attrs = {**twin.initializer_attrs, rule.attr: rule.initializer}
+    if rule.axes != (None, None):
+        twin.kernel_axes = {**twin.kernel_axes, rule.attr: rule.axes}
+
+
+def _doc(layer_class):
+    return (
+        f"`{layer_class.__module__}.{layer_class.__name__}` with boolean masks on its "
+        "weights, attached in place or built from a config.\n\nSame constructor and config "
+        f"as `{layer_class.__name__}`. See the `lth_keras.layers` module docstring for "
+        "masks and initial weights.\n"
     )
-    if example:
-        text += f"\nExample:\n\n```python\n{example}\n```\n"
-    return text
 
 
-@_twin(keras.layers.Dense)
-class MaskedDense(MaskedLayerMixin, keras.layers.Dense):
-    __doc__ = _doc(
-        "Dense",
-        example=(
-            'model = keras.Sequential([keras.Input((784,)), MaskedDense(300, "relu"),\n'
-            "                          MaskedDense(10)])\n"
-            "model.layers[0].kernel_mask.shape  # (784, 300)"
-        ),
-    )
+def attach(layer, weight_rules):
+    """Masks the weights `weight_rules` name on a built layer, in place.
 
-    kernel_axes = {"kernel": (-2, -1)}  # (input axis, output axis)
-    kernel = masked_weight("kernel")
+    The layer keeps its identity, name, variables and values; its class
+    becomes its twin, and each weight gets a mask (all True) and an initial
+    copy (its current value), as does its bias.
 
+    Args:
+        layer: A built `keras.layers.Layer`.
+        weight_rules: `lth_keras.layers.rules.WeightRule`s of weights of this
+            layer (see `rules.layer_rules`).
 
-@_twin(keras.layers.Conv1D)
-class MaskedConv1D(MaskedLayerMixin, keras.layers.Conv1D):
-    __doc__ = _doc(
-        "Conv1D",
-        example=(
-            "layer = MaskedConv1D(16, 5)\n"
-            "layer.build((None, 100, 8))\n"
-            "layer.kernel_mask.shape  # (5, 8, 16)"
-        ),
-    )
-    kernel_axes = {"kernel": (-2, -1)}  # (input axis, output axis)
-    kernel = masked_weight("kernel")
+    Returns:
+        The layer.
 
+    Raises:
+        ValueError: If the layer is not built, or is a masked layer written
+            by hand that lacks one of the weights.
 
-@_twin(keras.layers.Conv2D)
-class MaskedConv2D(MaskedLayerMixin, keras.layers.Conv2D):
-    __doc__ = _doc(
-        "Conv2D",
-        example=(
-            'layer = MaskedConv2D(64, 3, padding="same")\n'
-            "layer.build((None, 32, 32, 3))\n"
-            "layer.kernel_mask.shape  # (3, 3, 3, 64)"
-        ),
-    )
+    Example:
 
-    kernel_axes = {"kernel": (-2, -1)}  # (input axis, output axis)
-    kernel = masked_weight("kernel")
-
-
-@_twin(keras.layers.Conv3D)
-class MaskedConv3D(MaskedLayerMixin, keras.layers.Conv3D):
-    __doc__ = _doc(
-        "Conv3D",
-        example=(
-            "layer = MaskedConv3D(8, 3)\n"
-            "layer.build((None, 16, 16, 16, 1))\n"
-            "layer.kernel_mask.shape  # (3, 3, 3, 1, 8)"
-        ),
-    )
-    kernel_axes = {"kernel": (-2, -1)}  # (input axis, output axis)
-    kernel = masked_weight("kernel")
+    ```python
+    layer = keras.layers.Dense(4)
+    layer.build((None, 3))
+    lth_keras.layers.attach(layer, lth_keras.layers.rules.layer_rules(layer))
+    type(layer).__name__  # 'MaskedDense'
+    ```
+    """
+    if not layer.built:
+        raise ValueError(
+            f"Layer {layer.name!r} is not built, so its weights do not exist yet. Build "
+            "the model first (call it on data, use keras.Input, or model.build(shape))."
+        )
+    weight_rules = list(weight_rules)
+    twin = twin_class(type(layer))
+    if twin is type(layer) and type(layer) not in _BASES:
+        missing = [r.attr for r in weight_rules if r.attr not in layer.prunable_attrs]
+        if missing:
+            raise ValueError(
+                f"Layer {layer.name!r} ({type(layer).__name__}) is a masked layer written "
+                f"for lth_keras; it does not mask {missing}. Received: weights {missing}."
+            )
+        return layer
+    for rule in weight_rules:
+        if twin.weight_attrs.get(rule.attr) != rule.storage:
+            _hook(twin, rule)
+    current = tuple(layer.prunable_attrs) if isinstance(layer, MaskedLayerMixin) else ()
+    names = current + tuple(r.attr for r in weight_rules if r.attr not in current)
+    layer.__class__ = twin
+    object.__setattr__(layer, "prunable_attrs", names)
+    with _compat.unlocked(layer):
+        layer._lth_add_state(names)
+    return layer
 
 
-@_twin(keras.layers.Conv1DTranspose)
-class MaskedConv1DTranspose(MaskedLayerMixin, keras.layers.Conv1DTranspose):
-    __doc__ = _doc(
-        "Conv1DTranspose",
-        example=(
-            "layer = MaskedConv1DTranspose(16, 5)\n"
-            "layer.build((None, 100, 8))\n"
-            "layer.kernel_mask.shape  # (5, 16, 8)"
-        ),
-    )
-    kernel_axes = {"kernel": (-1, -2)}  # (..., out, in)
-    kernel = masked_weight("kernel")
+def detach(layer, names=None):
+    """Removes masks from a layer in place, keeping its effective weights.
+
+    Args:
+        layer: A masked layer made by `attach` or built from a twin.
+        names: The weight names to unmask. Defaults to `None`: all of them,
+            and the layer's class becomes its plain class again.
+
+    Returns:
+        The layer.
+
+    Raises:
+        ValueError: If the layer is a masked layer written for lth_keras
+            (it has no plain class to return to).
+
+    Example:
+
+    ```python
+    lth_keras.layers.detach(layer)
+    type(layer).__name__  # 'Dense'
+    ```
+    """
+    base = keras_class_of(type(layer))
+    names = tuple(layer.prunable_attrs) if names is None else tuple(names)
+    keep = tuple(a for a in layer.prunable_attrs if a not in names)
+    weights = layer.get_lottery_weights() if layer.built else []
+    with _compat.unlocked(layer):
+        for weight in weights:
+            if weight.name in names:
+                weight.variable.assign(kept(weight.mask, weight.variable))
+                _unconstrain(weight.variable)
+                _compat.untrack(layer, f"{weight.name}_mask")
+                _compat.untrack(layer, f"{weight.name}_initial")
+            elif weight.mask is None and not keep:
+                _compat.untrack(layer, f"{weight.name}_initial")
+    if keep:
+        object.__setattr__(layer, "prunable_attrs", keep)
+    else:
+        vars(layer).pop("prunable_attrs", None)
+        layer.__class__ = base
+    return layer
 
 
-@_twin(keras.layers.Conv2DTranspose)
-class MaskedConv2DTranspose(MaskedLayerMixin, keras.layers.Conv2DTranspose):
-    __doc__ = _doc(
-        "Conv2DTranspose",
-        example=(
-            "layer = MaskedConv2DTranspose(16, 3)\n"
-            "layer.build((None, 8, 8, 4))\n"
-            "layer.kernel_mask.shape  # (3, 3, 16, 4)"
-        ),
-    )
-    kernel_axes = {"kernel": (-1, -2)}  # (..., out, in)
-    kernel = masked_weight("kernel")
+_loading = threading.local()
 
 
-@_twin(keras.layers.Conv3DTranspose)
-class MaskedConv3DTranspose(MaskedLayerMixin, keras.layers.Conv3DTranspose):
-    __doc__ = _doc(
-        "Conv3DTranspose",
-        example=(
-            "layer = MaskedConv3DTranspose(8, 3)\n"
-            "layer.build((None, 8, 8, 8, 2))\n"
-            "layer.kernel_mask.shape  # (3, 3, 3, 8, 2)"
-        ),
-    )
-    kernel_axes = {"kernel": (-1, -2)}  # (..., out, in)
-    kernel = masked_weight("kernel")
+@contextlib.contextmanager
+def reconciling():
+    """Inside, loading a layer's variables makes its masks those the file recorded.
+
+    `lth_keras.load_model` attaches masks to every weight a model could
+    mask, then loads: each layer keeps exactly the masks the file holds
+    (none for a layer saved without masks). Elsewhere, loading a file keeps
+    the model's masks.
+    """
+    previous = getattr(_loading, "active", False)
+    _loading.active = True
+    try:
+        yield
+    finally:
+        _loading.active = previous
 
 
-_DEPTHWISE_INITIALIZERS = {"kernel": "depthwise_initializer", "bias": "bias_initializer"}
+def loading_reconciles():
+    """Whether loading runs inside `reconciling()`."""
+    return getattr(_loading, "active", False)
 
 
-@_twin(keras.layers.DepthwiseConv1D)
-class MaskedDepthwiseConv1D(MaskedLayerMixin, keras.layers.DepthwiseConv1D):
-    __doc__ = _doc(
-        "DepthwiseConv1D",
-        example=(
-            "layer = MaskedDepthwiseConv1D(5, depth_multiplier=2)\n"
-            "layer.build((None, 100, 8))\n"
-            "layer.kernel_mask.shape  # (5, 8, 2)"
-        ),
-    )
-    initializer_attrs = _DEPTHWISE_INITIALIZERS
-    kernel = masked_weight("kernel")
+def reconcile(layer, names):
+    """Makes `names` exactly the masked weights of `layer` (for loading); returns its class."""
+    current = tuple(layer.prunable_attrs) if isinstance(layer, MaskedLayerMixin) else ()
+    extra = [a for a in current if a not in names]
+    if extra:
+        detach(layer, extra)
+    missing = [a for a in names if a not in current]
+    if missing:
+        by_attr = {r.attr: r for r in rules.layer_rules(layer, unknown=True)}
+        attach(layer, [by_attr[a] for a in missing])
+    return type(layer)
 
 
-@_twin(keras.layers.DepthwiseConv2D)
-class MaskedDepthwiseConv2D(MaskedLayerMixin, keras.layers.DepthwiseConv2D):
-    __doc__ = _doc(
-        "DepthwiseConv2D",
-        example=(
-            "layer = MaskedDepthwiseConv2D(3)\n"
-            "layer.build((None, 32, 32, 16))\n"
-            "layer.kernel_mask.shape  # (3, 3, 16, 1)"
-        ),
-    )
-    initializer_attrs = _DEPTHWISE_INITIALIZERS
-    kernel = masked_weight("kernel")
+def _static(layer_class):
+    twin = twin_class(layer_class)
+    globals()[twin.__name__] = twin
+    return twin
 
 
-_SEPARABLE_INITIALIZERS = {
-    "depthwise_kernel": "depthwise_initializer",
-    "pointwise_kernel": "pointwise_initializer",
-    "bias": "bias_initializer",
-}
+# Twins of Keras' own layers, made at import so that `.keras` files naming
+# them load with plain `keras.saving.load_model`.
+for _cls in rules.known_classes():
+    _static(_cls)
 
-
-@_twin(keras.layers.SeparableConv1D)
-class MaskedSeparableConv1D(MaskedLayerMixin, keras.layers.SeparableConv1D):
-    __doc__ = _doc(
-        "SeparableConv1D",
-        "s (depthwise and pointwise)",
-        (
-            "layer = MaskedSeparableConv1D(32, 5)\n"
-            "layer.build((None, 100, 8))\n"
-            "layer.depthwise_kernel_mask.shape  # (5, 8, 1)\n"
-            "layer.pointwise_kernel_mask.shape  # (1, 8, 32)"
-        ),
-    )
-    prunable_attrs = ("depthwise_kernel", "pointwise_kernel")
-    initializer_attrs = _SEPARABLE_INITIALIZERS
-    kernel_axes = {"pointwise_kernel": (-2, -1)}  # the depthwise kernel has none
-    depthwise_kernel = masked_weight("depthwise_kernel")
-    pointwise_kernel = masked_weight("pointwise_kernel")
-
-
-@_twin(keras.layers.SeparableConv2D)
-class MaskedSeparableConv2D(MaskedLayerMixin, keras.layers.SeparableConv2D):
-    __doc__ = _doc(
-        "SeparableConv2D",
-        "s (depthwise and pointwise)",
-        (
-            "layer = MaskedSeparableConv2D(32, 3)\n"
-            "layer.build((None, 32, 32, 16))\n"
-            "layer.depthwise_kernel_mask.shape  # (3, 3, 16, 1)\n"
-            "layer.pointwise_kernel_mask.shape  # (1, 1, 16, 32)"
-        ),
-    )
-    prunable_attrs = ("depthwise_kernel", "pointwise_kernel")
-    initializer_attrs = _SEPARABLE_INITIALIZERS
-    kernel_axes = {"pointwise_kernel": (-2, -1)}  # the depthwise kernel has none
-    depthwise_kernel = masked_weight("depthwise_kernel")
-    pointwise_kernel = masked_weight("pointwise_kernel")
-
-
-@_twin(keras.layers.Embedding)
-class MaskedEmbedding(MaskedLayerMixin, keras.layers.Embedding):
-    __doc__ = _doc(
-        "Embedding",
-        " (the embeddings matrix)",
-        (
-            "layer = MaskedEmbedding(1000, 64)\n"
-            "layer.build()\n"
-            "layer.embeddings_mask.shape  # (1000, 64)\n"
-            "layer.embeddings_initial.shape  # (1000, 64)"
-        ),
-    )
-    prunable_attrs = ("embeddings",)
-    initializer_attrs = {"embeddings": "embeddings_initializer"}
-    kernel_axes = {"embeddings": (None, -1)}  # rows are looked up, not summed
-    embeddings = masked_weight("embeddings")
-
-    def __init__(self, input_dim, output_dim, weights=None, **kwargs):
-        # Keras' Embedding would `set_weights([weights])` before the masks
-        # and initial weights exist; set the embeddings here instead.
-        super().__init__(input_dim, output_dim, **kwargs)
-        if weights is not None:
-            self.build()
-            values = weights[0] if isinstance(weights, list) and len(weights) == 1 else weights
-            self.get_prunable_weights()[0].variable.assign(values)
-            self.save_initial()
+MaskedDense = _TWINS[keras.layers.Dense]
+MaskedEinsumDense = _TWINS[keras.layers.EinsumDense]
+MaskedConv1D = _TWINS[keras.layers.Conv1D]
+MaskedConv2D = _TWINS[keras.layers.Conv2D]
+MaskedConv3D = _TWINS[keras.layers.Conv3D]
+MaskedConv1DTranspose = _TWINS[keras.layers.Conv1DTranspose]
+MaskedConv2DTranspose = _TWINS[keras.layers.Conv2DTranspose]
+MaskedConv3DTranspose = _TWINS[keras.layers.Conv3DTranspose]
+MaskedDepthwiseConv1D = _TWINS[keras.layers.DepthwiseConv1D]
+MaskedDepthwiseConv2D = _TWINS[keras.layers.DepthwiseConv2D]
+MaskedSeparableConv1D = _TWINS[keras.layers.SeparableConv1D]
+MaskedSeparableConv2D = _TWINS[keras.layers.SeparableConv2D]
+MaskedEmbedding = _TWINS[keras.layers.Embedding]
+MaskedLSTMCell = _TWINS[keras.layers.LSTMCell]
+MaskedGRUCell = _TWINS[keras.layers.GRUCell]
+MaskedSimpleRNNCell = _TWINS[keras.layers.SimpleRNNCell]

@@ -429,7 +429,15 @@ def test_layers_with_sublayers_are_snapshotted_and_rewound(data):
     start = probe.states[0]["weights"]
     model.fit(xs, y, epochs=0, callbacks=[pruner, probe], verbose=0)
     after = probe.states[-1]["weights"]
-    attention = [p for p in start if "/mha" in p or p.startswith("mha")]
+    attention = [
+        p
+        for p in start
+        if ("/mha" in p or p.startswith("mha")) and not p.endswith(("_mask", "_initial"))
+    ]
     assert len(attention) == 16  # query, key, value and output: kernel and bias, twice
+    masks = {f"{k}": m for k, m in lth_keras.get_masks(model).items()}
+    assert sum(k.startswith("mha") for k in masks) == 8  # every projection kernel is masked
     for path in attention:
-        np.testing.assert_array_equal(after[path], start[path], err_msg=path)
+        mask = next((m for k, m in masks.items() if path.endswith(k)), None)
+        expected = start[path] if mask is None else np.where(mask, start[path], 0)
+        np.testing.assert_array_equal(after[path], expected, err_msg=path)

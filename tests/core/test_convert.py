@@ -45,21 +45,25 @@ def _input_for(model):
 
 
 @pytest.mark.parametrize("make", [_functional, _sequential], ids=["functional", "sequential"])
-def test_prunable_replaces_layers_and_copies_weights(make):
+def test_prunable_masks_in_place_keeping_layers_and_weights(make):
     model = make()
-    masked = lth_keras.prunable(model)
-    kinds = {type(layer).__name__ for layer in _compat.flatten_layers(masked)}
-    assert not kinds & {"Dense", "Conv2D", "Conv1D", "Embedding", "SeparableConv2D"}
+    layers = _compat.flatten_layers(model)
     x = _input_for(model)
-    np.testing.assert_allclose(
-        masked.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6, atol=1e-6
-    )
-    for layer in lth_keras.masked_layers(masked):
+    before = model.predict(x, verbose=0)
+    values = [w.numpy().copy() for w in model.weights]
+    assert lth_keras.prunable(model) is model
+    assert _compat.flatten_layers(model) == layers  # the same layer objects
+    kinds = {type(layer).__name__ for layer in layers}
+    assert not kinds & {"Dense", "Conv2D", "Conv1D", "Embedding", "SeparableConv2D"}
+    assert all(isinstance(m, keras.layers.Layer) for m in lth_keras.masked_layers(model))
+    np.testing.assert_allclose(model.predict(x, verbose=0), before, rtol=1e-6, atol=1e-6)
+    plain_weights = [w for w in model.weights if not w.name.endswith(("_mask", "_initial"))]
+    for w, v in zip(plain_weights, values, strict=True):
+        np.testing.assert_array_equal(w.numpy(), v)
+    for layer in lth_keras.masked_layers(model):
         for attr, var in ((w.name, w.variable) for w in layer.get_lottery_weights()):
             np.testing.assert_array_equal(getattr(layer, f"{attr}_initial").numpy(), var.numpy())
         assert all(m.all() for m in layer.get_masks().values())
-    # The original model is untouched and shares no variables with the copy.
-    assert not {id(w) for w in model.weights} & {id(w) for w in masked.weights}
 
 
 def test_prunable_nested_model_and_names():
@@ -85,35 +89,41 @@ def test_prunable_shared_layer_is_masked_once():
     np.testing.assert_allclose(numpy(masked(x)), numpy(model(x)), rtol=1e-6)
 
 
-def test_prunable_unbuilt_sequential_builds_later():
-    masked = lth_keras.prunable(keras.Sequential([keras.layers.Dense(3, name="fc")]))
-    assert not masked.built
-    masked.build((None, 2))
-    assert lth_keras.get_masks(masked)["fc/kernel"].shape == (2, 3)
-    layer = lth_keras.masked_layers(masked)[0]
-    np.testing.assert_array_equal(layer.kernel_initial.numpy(), stored(layer).numpy())
+def test_prunable_refuses_an_unbuilt_model_and_changes_nothing():
+    model = keras.Sequential([keras.layers.Dense(3, name="fc")])
+    with pytest.raises(ValueError, match=r"needs a built model.*model.build\(input_shape\)"):
+        lth_keras.prunable(model)
+    assert type(model.layers[0]) is keras.layers.Dense
+    model.build((None, 2))
+    assert list(lth_keras.get_masks(lth_keras.prunable(model))) == ["fc/kernel"]
 
 
 class _Subclassed(keras.Model):
     def __init__(self):
         super().__init__()
-        self.fc = keras.layers.Dense(2)
+        self.fc = keras.layers.Dense(2, name="dense")
 
     def call(self, x):
         return self.fc(x)
 
 
-@pytest.mark.parametrize(
-    "function", [lth_keras.prunable, lth_keras.strip_masks], ids=["prunable", "strip_masks"]
-)
-def test_subclassed_models_are_rejected(function):
-    with pytest.raises(ValueError, match="Sequential and functional.*_Subclassed.*masked layers"):
-        function(_Subclassed())
+def test_subclassed_model_is_masked_and_stripped():
+    model = _Subclassed()
+    x = np.ones((2, 3), "float32")
+    model(x)
+    lth_keras.prunable(model)
+    assert list(lth_keras.get_masks(model)) == ["dense/kernel"]
+    masks = {"dense/kernel": np.array([[1, 0], [0, 1], [1, 1]], bool)}
+    lth_keras.set_masks(model, masks)
+    plain = lth_keras.strip_masks(model, in_place=True)
+    assert plain is model and type(model.fc) is keras.layers.Dense
+    assert len(model.weights) == 2
+    np.testing.assert_array_equal(model.fc.kernel.numpy() != 0, masks["dense/kernel"])
 
 
 def test_prunable_without_supported_layers_raises():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dropout(0.1)])
-    with pytest.raises(ValueError, match="no layer it can mask.*Dropout"):
+    with pytest.raises(ValueError, match="no weight to mask.*Dropout"):
         lth_keras.prunable(model)
 
 
@@ -169,15 +179,17 @@ def test_weights_remaining_counts_exactly():
     assert total == (sum(sizes.values()) - 20) / sum(sizes.values())
 
 
-def test_duplicate_masked_layer_names_are_rejected():
-    a = lth_keras.MaskedDense(2, name="same")
-    b = lth_keras.MaskedDense(2, name="same")
+def test_layers_with_the_same_name_in_nested_models_are_told_apart():
+    a = keras.layers.Dense(2, name="same")
+    b = keras.layers.Dense(2, name="same")
     inner_a = keras.Sequential([keras.Input((2,)), a], name="a")
     inner_b = keras.Sequential([keras.Input((2,)), b], name="b")
     inputs = keras.Input((2,))
     model = keras.Model(inputs, inner_b(inner_a(inputs)))
-    with pytest.raises(ValueError, match="two masked layers are named 'same'"):
-        lth_keras.masked_layers(model)
+    # Model names are not part of paths, so the two layers collide.
+    with pytest.raises(ValueError, match="Two layers of the model have the path 'same'"):
+        lth_keras.prunable(model)
+    assert type(a) is keras.layers.Dense  # nothing changed
 
 
 def test_masked_layers_are_mixins():

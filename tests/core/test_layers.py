@@ -229,7 +229,7 @@ def test_reinitialize_is_seeded_masked_and_fresh():
 @pytest.mark.parametrize(
     "masks, match",
     [
-        ({"bias": np.ones(3)}, "not a prunable kernel"),
+        ({"bias": np.ones(3)}, "not a masked weight"),
         ({"kernel": np.ones((3, 2))}, r"wrong shape.*Expected: \(2, 3\)"),
         ({"kernel": np.full((2, 3), 0.5)}, "only 0 and 1"),
     ],

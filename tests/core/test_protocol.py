@@ -99,18 +99,22 @@ def test_user_layer_without_initializer_attr_cannot_reinitialize():
         layer.reinitialize(seed=0)
 
 
-def test_prunable_refuses_unregistered_subclass():
-    model = keras.Sequential([keras.Input((4,)), MyDense(3, name="mine"), keras.layers.Dense(2)])
-    with pytest.raises(
-        ValueError, match="'mine' of type MyDense, a subclass of keras.layers.Dense"
-    ):
-        lth_keras.prunable(model)
+def test_prunable_masks_a_subclass_of_a_known_layer_in_place():
+    model = keras.Sequential(
+        [keras.Input((4,)), MyDense(3, name="mine"), keras.layers.Dense(2, name="dense")]
+    )
+    mine = model.get_layer("mine")
+    lth_keras.prunable(model)
+    assert model.get_layer("mine") is mine and isinstance(mine, MyDense)
+    assert type(mine).__name__ == "MaskedMyDense"
+    assert list(lth_keras.get_masks(model)) == ["mine/kernel", "dense/kernel"]
 
 
 def test_registered_subclass_is_converted(monkeypatch):
     from lth_keras.layers import masked as masked_lib
 
     monkeypatch.setitem(masked_lib._TWINS, MyDense, MaskedMyDense)
+    monkeypatch.setitem(masked_lib._BASES, MaskedMyDense, MyDense)
     model = keras.Sequential([keras.Input((4,)), MyDense(3, name="mine")])
     masked = lth_keras.prunable(model)
     assert type(masked.get_layer("mine")) is MaskedMyDense
