@@ -3,7 +3,7 @@
 The paper's settings (Figure 2 of arXiv 1803.03635): Adam 2e-4 (Conv-2) or
 3e-4, batch 60, 20K/25K/30K iterations per round, conv layers pruned 10%
 (Conv-6: 15%) per round, fully connected layers 20%, the output layer 10%.
-Every flag of lth_keras.experiments.cli overrides the preset.
+Every flag overrides the preset (--help lists them).
 
     python examples/conv_cifar10.py --model=conv4 --rounds=10 --controls=reinit,random
 
@@ -25,4 +25,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

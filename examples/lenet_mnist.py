@@ -3,8 +3,8 @@
 Iterative magnitude pruning with the paper's settings (Adam 1.2e-3, batch 60,
 50K iterations per round, 20% of each hidden layer and 10% of the output layer
 pruned per round, rewinding to the initial weights), evaluating every 1,000
-iterations on 5,000 held-out training images. Every flag of lth_keras.experiments.cli
-overrides the preset; a run killed at any moment resumes when run again.
+iterations on 5,000 held-out training images. Every flag overrides the preset
+(--help lists them); a run killed at any moment resumes when run again.
 
     python examples/lenet_mnist.py --rounds=5 --iterations=5000 --controls=reinit
 
@@ -33,4 +33,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

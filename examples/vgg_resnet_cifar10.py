@@ -5,7 +5,7 @@ rate warm-up, 20% of all convolution weights pruned globally per round (the
 output layer is excluded), data augmentation. VGG-19: batch 64, 160 epochs
 (112,480 iterations), learning rate 0.1 divided by 10 at epochs 80 and 120.
 ResNet-20: batch 128, 30K iterations, learning rate 0.03 divided by 10 at 20K
-and 25K. Every flag of lth_keras.experiments.cli overrides the preset.
+and 25K. Every flag overrides the preset (--help lists them).
 
     python examples/vgg_resnet_cifar10.py --model=resnet20 --rounds=10 --controls=reinit
 
@@ -27,4 +27,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

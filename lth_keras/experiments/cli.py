@@ -3,21 +3,28 @@
 Every `ExperimentConfig` field has a flag of the same name whose default
 (unset) keeps the preset's value, so `--model=conv4 --rounds=5` is the
 Conv-4 preset with 5 rounds. List values are comma-separated
-(`--controls=reinit,random`, `--layer_rates=Conv2D=0.1,fc1=0.2`).
+(`--controls=reinit,random`, `--layer_rates=Conv2D=0.1,fc1=0.2`). A script
+defines the flags (`define_flags`), parses its command line with
+`parse_flags` (grouped `--help`, one-line errors with exit status 2) and
+hands the values to `run_from_flags`.
 """
 
 import dataclasses
+import os
 import sys
 import warnings
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 from lth_keras.experiments import config as config_lib
 from lth_keras.experiments.config import ExperimentConfig
 from lth_keras.experiments.presets import preset
 from lth_keras.options import SCOPES, STRATEGIES
 
-__all__ = ["config_from_flags", "define_flags", "run_from_flags"]
+__all__ = ["config_from_flags", "define_flags", "parse_flags", "run_from_flags"]
+
+#: The models of the script that called `define_flags`, its default first.
+_MODELS = []
 
 
 def define_flags(models):
@@ -34,7 +41,7 @@ def define_flags(models):
     """
     flags.DEFINE_enum("model", models[0], models, "Network: a preset of the paper's Figure 2.")
     flags.DEFINE_float("width", None, "Multiplier of hidden units and filters (1: the paper's).")
-    flags.DEFINE_enum("dataset", None, config_lib.DATASETS, "Data set (the preset's by default).")
+    flags.DEFINE_enum("dataset", None, config_lib.DATASETS, "Data set.")
     flags.DEFINE_integer("rounds", None, "Pruning rounds after the dense round 0.")
     flags.DEFINE_float("rate", None, "Fraction of remaining weights pruned per round.")
     flags.DEFINE_float("output_rate", None, "Pruning rate of the output layer (layerwise).")
@@ -56,17 +63,15 @@ def define_flags(models):
     flags.DEFINE_list(
         "controls", None, f"Controls per round: {', '.join(config_lib.CONTROLS)} (or none)."
     )
-    flags.DEFINE_list(
-        "control_rounds", None, "Rounds at which the controls train (default: every round)."
-    )
+    flags.DEFINE_list("control_rounds", None, "Rounds at which the controls train.")
     flags.DEFINE_bool(
         "early_bird",
         None,
         "Early-bird rounds: a round that only finds the next mask stops once the mask settles.",
     )
-    flags.DEFINE_integer("early_bird_window", None, "Early-bird masks compared (default 5).")
+    flags.DEFINE_integer("early_bird_window", None, "Early-bird masks compared.")
     flags.DEFINE_float(
-        "early_bird_threshold", None, "Largest early-bird mask distance (default 0.1)."
+        "early_bird_threshold", None, "Largest early-bird mask distance still counted as settled."
     )
     flags.DEFINE_list(
         "eval_rounds", None, "With --early_bird, rounds also trained in full for evaluation."
@@ -85,15 +90,13 @@ def define_flags(models):
     flags.DEFINE_integer("train_examples", None, "Use only this many training images.")
     flags.DEFINE_integer("test_examples", None, "Use only this many test images.")
     flags.DEFINE_integer(
-        "train_eval_examples", None, "Training images the train accuracy uses (10000; 0: all)."
+        "train_eval_examples", None, "Training images the train accuracy uses (0: all)."
     )
     flags.DEFINE_bool("augment", None, "Random crops and flips (CIFAR-10).")
     flags.DEFINE_integer("seed", None, "Seed for weights, data order and controls.")
     flags.DEFINE_list("overlap_ps", None, "Fractions p of the overlap ratio R_p, e.g. 0.1,0.2.")
-    flags.DEFINE_bool("jit_compile", None, "Compile with XLA (default; --nojit_compile: graphs).")
-    flags.DEFINE_integer(
-        "steps_per_execution", None, "Train steps per compiled call (default: up to 100)."
-    )
+    flags.DEFINE_bool("jit_compile", None, "Compile with XLA (--nojit_compile: TensorFlow graphs).")
+    flags.DEFINE_integer("steps_per_execution", None, "Train steps per compiled call.")
     flags.DEFINE_enum(
         "strategy",
         "default",
@@ -101,10 +104,8 @@ def define_flags(models):
         "tf.distribute strategy; multi_worker reads TF_CONFIG.",
     )
     flags.DEFINE_string("tpu", None, "TPU address or name for --strategy=tpu.")
-    flags.DEFINE_string("output_dir", None, "Run directory; default runs/<model>-<config hash>.")
-    flags.DEFINE_integer(
-        "checkpoint_every", None, "Evaluation periods between checkpoints (default: each minute)."
-    )
+    flags.DEFINE_string("output_dir", None, "Run directory; the same command resumes it.")
+    flags.DEFINE_integer("checkpoint_every", None, "Evaluation periods between checkpoints.")
     flags.DEFINE_integer(
         "verbose",
         1,
@@ -122,16 +123,62 @@ def define_flags(models):
         False,
         "Show TensorFlow's C++ log lines and TFDS's INFO logs (hidden by default).",
     )
-    fields = ["model", *(f.name for f in dataclasses.fields(ExperimentConfig) if f.name != "model")]
+    _MODELS[:] = models
 
-    def check(values):
-        try:
-            config_from_flags(values)
-        except ValueError as error:
-            raise flags.ValidationError(str(error)) from error
-        return True
 
-    flags.register_multi_flags_validator(fields, check)
+def parse_flags(argv):
+    """Parses the command line of an example script: the `flags_parser` of `app.run`.
+
+    `--help` (`--helpshort`, `-h`, `-?`) prints the script's docstring and
+    its flags grouped by concern, with defaults
+    (`lth_keras.experiments.flag_help`), and exits with status 0;
+    `--helpfull` adds absl's and TensorFlow's flags. A flag that does not
+    parse, or a value the config refuses, prints one line, `error: ...`,
+    naming the flag, the value and what is allowed, and exits with status 2
+    before anything is written.
+
+    Args:
+        argv: The command line, program name first.
+
+    Returns:
+        The arguments left after the flags, program name first.
+
+    Example:
+
+    ```python
+    app.run(main, flags_parser=cli.parse_flags)
+    ```
+    """
+    asked = _help_asked(argv)
+    if asked == "full":
+        app.usage(writeto_stdout=True, exitcode=0)
+    if asked:
+        from lth_keras.experiments.flag_help import help_text
+
+        doc = sys.modules["__main__"].__doc__
+        print(help_text(os.path.basename(argv[0]), doc, _MODELS), end="", flush=True)
+        sys.exit(0)
+    try:
+        rest = flags.FLAGS(argv)
+        config_from_flags(flags.FLAGS)
+    except (flags.Error, ValueError) as error:
+        _fail(" ".join(str(error).split()), 2)
+    return rest
+
+
+def _help_asked(argv):
+    """`"short"`, `"full"` or `None`: which help the command line asks for."""
+    for arg in argv[1:]:
+        if arg == "--":
+            break
+        name, _, value = arg.lstrip("-").partition("=")
+        if not arg.startswith("-") or value.lower() in ("false", "0"):
+            continue
+        if name in ("help", "helpshort", "h", "?"):
+            return "short"
+        if name == "helpfull":
+            return "full"
+    return None
 
 
 def _pairs(values):
@@ -209,10 +256,11 @@ def run_from_flags(values):
     """Runs (or resumes) the experiment the flags describe; errors as one line.
 
     The flag values are saved as `flags.json` in the run directory. An
-    error a user can act on (a bad value, a full disk, a run directory in
-    use, missing data, a damaged file) is printed as one line, `error: ...`,
-    and the process exits with status 1 (130 when interrupted); `--debug`
-    shows the traceback instead.
+    error a user can act on (a full disk, a run directory in use, missing
+    data, a damaged file, a value refused at run time) is printed as one
+    line, `error: ...`, and the process exits with status 1 (130 when
+    interrupted); `--debug` shows the traceback instead. Bad flag values
+    are refused earlier, by `parse_flags` (status 2).
 
     Args:
         values: `absl.flags.FLAGS` (parsed).

@@ -1,6 +1,7 @@
 """The example scripts run end to end with tiny flags and write their outputs."""
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -13,6 +14,8 @@ import pytest
 from helpers import MNIST_DIR, REPO, pythonpath
 
 import lth_keras
+from lth_keras.experiments import flag_help
+from lth_keras.experiments.config import ExperimentConfig
 
 TINY = [
     "--rounds=1",
@@ -29,11 +32,11 @@ TINY = [
 CPP_LOG = re.compile(r"^[IWE]\d{4} [\d:.]+ +\d+ |^WARNING: All log messages before absl", re.M)
 
 
-def run_example(*args, returncode=0, backend="tensorflow"):
+def run_example(*args, returncode=0, backend="tensorflow", cwd=None):
     env = dict(os.environ, TFDS_DATA_DIR=MNIST_DIR, PYTHONPATH=pythonpath(), KERAS_BACKEND=backend)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the scripts must be quiet by themselves
     result = subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, *args], capture_output=True, text=True, env=env, timeout=600, cwd=cwd
     )
     assert result.returncode == returncode, result.stderr[-3000:]
     return result
@@ -106,21 +109,105 @@ def test_cifar10_examples_with_mock_data(script, model, masked, tmp_path):
     "flag, message",
     [
         ("--rate=1.5", "expected a float in (0, 1). Received: rate=1.5"),
-        ("--verbose=3", "--verbose=3"),
+        ("--rate=abc", "flag --rate=abc: could not convert string to float: 'abc'"),
+        ("--verbose=3", "flag --verbose=3: 3 is not an integer in the range [0, 2]"),
         ("--controls=reinit,bogus", "controls=('reinit', 'bogus')"),
         ("--layer_rates=fc1=x", "expected NAME=RATE with a number RATE"),
         ("--eval_every=300", "a divisor of iterations=50000"),
         ("--eval_rounds=3", "() unless early_bird=True"),
+        ("--model=conv2", "flag --model=conv2: value should be one of <lenet>"),
+        ("--ratee=0.1", "Unknown command line flag 'ratee'"),
     ],
-    ids=["rate", "verbose", "controls", "layer-rates", "eval-every", "eval-rounds"],
+    ids=[
+        "rate",
+        "rate-type",
+        "verbose",
+        "controls",
+        "layer-rates",
+        "eval-every",
+        "eval-rounds",
+        "model",
+        "unknown",
+    ],
 )
-def test_bad_flags_give_one_line(flag, message, tmp_path):
+def test_bad_flags_give_one_line_and_status_2(flag, message, tmp_path):
     result = run_example(
         os.path.join(REPO, "examples", "lenet_mnist.py"),
         flag,
         f"--output_dir={tmp_path}",
-        returncode=1,
+        returncode=2,
     )
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: ") and message in line
+    assert result.stdout == ""
     assert not os.listdir(tmp_path)  # nothing written
+
+
+def _help_sections(text):
+    """`{group: [flag names]}` of a script's `--help` output, groups in order."""
+    sections = {}
+    for line in text.splitlines():
+        if re.fullmatch(r"[a-z]+:", line):
+            group = sections.setdefault(line[:-1], [])
+        elif line.startswith("  --"):
+            group.append(re.match(r"  --(?:\[no\])?(\w+)", line).group(1))
+    return sections
+
+
+def test_help_groups_name_every_flag_once():
+    names = [name for _, group in flag_help.GROUPS for name in group]
+    fields = [f.name for f in dataclasses.fields(ExperimentConfig)]
+    run_flags = ["output_dir", "strategy", "tpu", "checkpoint_every", "verbose"]
+    run_flags += ["compile_cache", "debug", "tf_logs"]
+    assert sorted(names) == sorted(fields + run_flags)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "script, help_flag, defaults",
+    [
+        ("lenet_mnist.py", "--help", ["--iterations (int)  default: 50000"]),
+        ("lenet_mnist.py", "--helpshort", ["--model (lenet)  default: lenet"]),
+        ("lenet_mnist.py", "-h", ["--verbose (int in [0, 2])  default: 1"]),
+        (
+            "conv_cifar10.py",
+            "--help",
+            [
+                "--model (conv2|conv4|conv6)  default: conv2",
+                "--iterations (int)  default: 20000 (conv2), 25000 (conv4), 30000 (conv6)",
+            ],
+        ),
+        (
+            "vgg_resnet_cifar10.py",
+            "--help",
+            [
+                "--steps_per_execution (int)  default: 76 (the largest divisor of eval_every "
+                "up to 100) (vgg19), 100 (the largest divisor of eval_every up to 100) "
+                "(resnet20)",
+                "--[no]augment  default: true",
+                "--scope (layerwise|global)  default: global",
+            ],
+        ),
+    ],
+    ids=["lenet", "lenet-helpshort", "lenet-h", "conv", "vgg-resnet"],
+)
+def test_help_lists_the_flags_by_concern_with_defaults(script, help_flag, defaults, tmp_path):
+    result = run_example(os.path.join(REPO, "examples", script), help_flag, cwd=tmp_path)
+    assert result.stdout.startswith("Find a winning ticket") or result.stdout.startswith(
+        "Find winning tickets"
+    )
+    assert _help_sections(result.stdout) == {
+        group: list(names) for group, names in flag_help.GROUPS
+    }
+    lines = result.stdout.splitlines()
+    for line in defaults:
+        assert f"  {line}" in lines
+    assert result.stderr == ""
+    assert not os.listdir(tmp_path)  # nothing written
+
+
+@pytest.mark.slow
+def test_helpfull_exits_0_and_lists_absl_flags():
+    result = run_example(os.path.join(REPO, "examples", "lenet_mnist.py"), "--helpfull")
+    assert "--[no]only_check_args" in result.stdout
+    assert "  --iterations: Training steps per round." in result.stdout
