@@ -19,6 +19,7 @@ __all__ = [
     "has_default_config",
     "own_variables",
     "reset_compiled_functions",
+    "trusted_config",
     "unlocked",
     "untrack",
     "multi_worker_reduce_fix",
@@ -92,6 +93,25 @@ def computing():
     except ImportError as error:
         raise _missing("keras.src.backend.common.global_state", error) from error
     return global_state.get_global_attribute("current_call_ctx") is not None or in_stateless_scope()
+
+
+@contextlib.contextmanager
+def trusted_config():
+    """Deserialization of a config this process made from a live object (not a file).
+
+    Copying a user's optimizer from its config (`OptimizerReset`) rebuilds
+    whatever it holds, Python lambdas included (a `MultiOptimizer`
+    selector), which Keras' safe mode refuses. The config comes from the
+    object itself, so nothing from outside runs. Keras' `SafeModeScope` is
+    private; `keras.config.enable_unsafe_deserialization()` would switch
+    safe mode off for good.
+    """
+    try:
+        from keras.src.saving.serialization_lib import SafeModeScope
+    except ImportError as error:
+        raise _missing("keras.src.saving.serialization_lib.SafeModeScope", error) from error
+    with SafeModeScope(False):
+        yield
 
 
 def own_variables(layer):

@@ -7,13 +7,16 @@ plain layers, BatchNorm gammas, betas and moving statistics, ...) is copied
 into a `WeightSnapshot`.
 """
 
+import weakref
+
+import keras
 import numpy as np
 from keras import ops
 
 from lth_keras import _compat
 from lth_keras.masks import masked_layers, weights_by_key
 
-__all__ = ["OptimizerReset", "WeightSnapshot"]
+__all__ = ["OptimizerReset", "WeightSnapshot", "moves_pruned_weights"]
 
 _NOT_STATE = _compat.NOT_OPTIMIZER_STATE
 
@@ -131,17 +134,58 @@ def _compact(value):
     return value.copy()
 
 
+def _state(optimizer):
+    """The optimizer's per-weight state variables, in order (step counter and lr left out)."""
+    return [v for v in optimizer.variables if v.name not in _NOT_STATE]
+
+
+def describe(optimizer):
+    """An optimizer's class name, with the inner one of a loss-scaling wrapper."""
+    inner = getattr(optimizer, "inner_optimizer", None)
+    name = type(optimizer).__name__
+    return name if inner is None else f"{name}({describe(inner)})"
+
+
+def _leaves(optimizer):
+    """The optimizers doing the updates: a `MultiOptimizer`'s sub-optimizers, else itself."""
+    subs = getattr(optimizer, "optimizers", None)
+    if isinstance(subs, (list, tuple)) and subs and optimizer not in subs:
+        return [leaf for sub in subs for leaf in _leaves(sub)]
+    return [optimizer]
+
+
+def _fresh_state(optimizer):
+    """`[(state variable, fresh value)]` of one optimizer, from a copy built on its weights."""
+    with _compat.trusted_config():
+        fresh = type(optimizer).from_config(optimizer.get_config())
+    fresh.build(list(optimizer._trainable_variables))
+    mine, theirs = _state(optimizer), _state(fresh)
+    # Names may differ (Keras numbers unnamed variables globally), shapes may not.
+    shapes = [(tuple(v.shape), str(v.dtype)) for v in mine]
+    if shapes != [(tuple(v.shape), str(v.dtype)) for v in theirs]:
+        raise ValueError(
+            f"Cannot reset {type(optimizer).__name__}: a copy built from its config has "
+            "different state variables. Received optimizer variables: "
+            f"{[v.name for v in mine]}; the copy has {[v.name for v in theirs]}."
+        )
+    return [
+        (variable, _compact(ops.convert_to_numpy(initial)))
+        for variable, initial in zip(mine, theirs, strict=True)
+    ]
+
+
 class OptimizerReset:
-    """Puts an optimizer's per-weight state back to that of a fresh optimizer.
+    """Puts an optimizer's state back to that of a fresh optimizer on the current weights.
 
     The fresh state (zero momenta and Adam moments, Adagrad's initial
-    accumulators, ...) is read from a throwaway copy of the optimizer built
-    from its config on the same variables, so it does not matter whether the
-    optimizer has already taken steps. A state that holds one value
-    everywhere, the usual case, is kept as that scalar, so this costs almost
-    no memory. The step counter, the learning rate and the loss scale of
-    mixed precision are not state: `reset` sets the step counter and leaves
-    the other two alone.
+    accumulators, ScheduleFreeAdamW's copy of the weights, Nadam's product
+    of momentum factors, ...) is read from a throwaway copy of the optimizer
+    built from its config on the same variables at the time of the reset,
+    so state that a fresh optimizer derives from the weights (schedule-free
+    sequences) is derived from the pruned and rewound weights, exactly zero
+    where they are pruned. The step counter, the learning rate and the loss
+    scale of mixed precision are not state: `reset` sets the step counter
+    and leaves the other two alone.
 
     Args:
         optimizer: A built `keras.optimizers.Optimizer`.
@@ -149,8 +193,9 @@ class OptimizerReset:
             `trainable_variables`).
 
     Raises:
-        ValueError: If a copy of the optimizer does not have the same state
-            variables (a custom optimizer whose `from_config` differs).
+        ValueError: If a copy of the optimizer built from its config does
+            not have the same state variables (a custom optimizer whose
+            `from_config` differs).
 
     Example:
 
@@ -163,23 +208,15 @@ class OptimizerReset:
 
     def __init__(self, optimizer, variables):
         self.optimizer = optimizer
-        fresh = type(optimizer).from_config(optimizer.get_config())
-        fresh.build(list(variables))
-        mine = [v for v in optimizer.variables if v.name not in _NOT_STATE]
-        theirs = [v for v in fresh.variables if v.name not in _NOT_STATE]
-        if [(v.name, tuple(v.shape)) for v in mine] != [(v.name, tuple(v.shape)) for v in theirs]:
-            raise ValueError(
-                f"Cannot reset {type(optimizer).__name__}: a copy built from its config has "
-                "different state variables. Received optimizer variables: "
-                f"{[v.name for v in mine]}"
-            )
-        self._initial = [
-            (variable, _compact(ops.convert_to_numpy(initial)))
-            for variable, initial in zip(mine, theirs, strict=True)
-        ]
+        self.variables = list(variables)
+        self._fresh()  # fails now, not at the first reset
+
+    def _fresh(self):
+        """`[(state variable, fresh value)]` from copies built on the current weights."""
+        return [pair for leaf in _leaves(self.optimizer) for pair in _fresh_state(leaf)]
 
     def reset(self, iterations=0):
-        """Restores the recorded state and sets the step counter.
+        """Restores a fresh optimizer's state and sets the step counter.
 
         Args:
             iterations: Value for the optimizer's iteration count (in
@@ -192,7 +229,7 @@ class OptimizerReset:
         reset.reset(iterations=0)
         ```
         """
-        for variable, value in self._initial:
+        for variable, value in self._fresh():
             if np.ndim(value) == 0 and len(variable.shape) > 0:
                 variable.assign(ops.full(variable.shape, value, dtype=variable.dtype))
             else:
@@ -216,3 +253,69 @@ class OptimizerReset:
         ```
         """
         return int(ops.convert_to_numpy(self.optimizer.iterations))
+
+
+_PROBED = weakref.WeakKeyDictionary()  # optimizer -> whether it moves pruned weights
+
+
+def moves_pruned_weights(optimizer):
+    """Whether an optimizer's update moves weights whose gradient and state are zero.
+
+    A probe: a copy of the optimizer built from its config takes three
+    steps on two small weights (a matrix and a 4-D kernel) with zeros at
+    "pruned" positions and zero gradients there. Optimizers whose update of
+    a weight depends only on that weight's gradient and state (SGD, Adam,
+    Lion, ...) leave them at zero; one that mixes the entries of an update
+    (Muon orthogonalises it) does not, nor Keras' Adafactor, which divides 0
+    by 0 (NaN) where a whole row and a whole column of a kernel get no
+    gradient (the probe's matrix has one of each, as pruning makes them).
+    The answer is cached per optimizer.
+
+    Args:
+        optimizer: A `keras.optimizers.Optimizer`.
+
+    Returns:
+        A bool (`False` when a copy cannot be built from its config).
+
+    Example:
+
+    ```python
+    moves_pruned_weights(keras.optimizers.Muon())  # True
+    ```
+    """
+    if optimizer in _PROBED:
+        return _PROBED[optimizer]
+    moved = any(_probe(leaf) for leaf in _leaves(optimizer))
+    _PROBED[optimizer] = moved
+    return moved
+
+
+def _probe(optimizer):
+    """See `moves_pruned_weights`; one optimizer (not a MultiOptimizer)."""
+    try:
+        with _compat.trusted_config():
+            probe = type(optimizer).from_config(optimizer.get_config())
+    except Exception:  # an optimizer whose config does not rebuild it: cannot tell
+        return False
+    rng = np.random.default_rng(0)
+    masks = [rng.random(shape) < 0.5 for shape in ((8, 6), (3, 3, 4, 5))]
+    masks[0][0, :] = masks[0][:, 0] = False  # a unit cut off on each side, as pruning does
+    variables = [
+        keras.Variable(np.where(m, rng.normal(size=m.shape), 0.0).astype("float32"), name="kernel")
+        for m in masks
+    ]
+    probe.build(variables)
+    values = [v.value for v in variables]
+    state = [v.value for v in probe.variables]
+    stateless = keras.backend.backend() == "jax"  # Keras' JAX loss scaling updates only so
+    for _ in range(3):
+        grads = [
+            ops.convert_to_tensor(np.where(m, rng.normal(size=m.shape), 0.0).astype("float32"))
+            for m in masks
+        ]
+        if stateless:
+            values, state = probe.stateless_apply(state, grads, values)
+        else:  # TensorFlow refuses stateless_apply
+            probe.apply(grads, variables)
+            values = [v.value for v in variables]
+    return any(np.any(ops.convert_to_numpy(v)[~m] != 0) for v, m in zip(values, masks, strict=True))
