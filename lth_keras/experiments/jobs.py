@@ -44,6 +44,8 @@ class Jobs:
         checkpoint_seconds: See `checkpoint_every`.
         plot_seconds: The least seconds between two plot updates.
         started: The `time.monotonic()` the plot clock starts from.
+        run_progress: The run's `RunProgress` ("job k of n", the run's
+            ETA). Defaults to `None`: job lines without them.
 
     Example:
 
@@ -69,6 +71,7 @@ class Jobs:
         checkpoint_seconds,
         plot_seconds,
         started,
+        run_progress=None,
     ):
         self.config = config
         self.run_dir = run_dir
@@ -85,6 +88,8 @@ class Jobs:
         self.plots_stale = True  # some finished job is not in the plots yet
         self._rewind = None  # the rewind point as a Ticket, read once per process
         self._batch = None  # the training batch of scores at initialisation
+        self.run_progress = run_progress
+        self._trained = {}  # iterations trained in this process, by job
 
     def start_control(self, arm, round_, model, reset):
         """Sets `model` up for a new control job of `arm` at `round_` (its optimizer by `reset`).
@@ -147,8 +152,8 @@ class Jobs:
         recorder = training.EvalRecorder(self.splits.test, config.eval_every, records, on_period)
         tracker = self._tracker(start_job or job)
         callbacks = [self.pruner, tracker, recorder] if pruner else [tracker, recorder]
-        if self.verbose:
-            callbacks.append(self._progress(arm, round_, start_period))
+        progress = self._progress(arm, round_, start_period, job) if self.verbose else None
+        callbacks += [progress] if progress else []
         with self.scope(model):
             model.fit(
                 self.splits.train(start_step=start_period * config.eval_every),
@@ -160,6 +165,9 @@ class Jobs:
                 shuffle=False,
                 verbose=0,
             )
+        if progress:
+            base = start_job or job
+            self._trained[base] = self._trained.get(base, 0) + progress.trained
         return recorder.records, wall + time.perf_counter() - began, tracker.overlaps(model)
 
     def _tracker(self, start_job):
@@ -169,12 +177,13 @@ class Jobs:
             lambda kernels: self._save_start(start_job, kernels),
         )
 
-    def _progress(self, arm, round_, start_period):
+    def _progress(self, arm, round_, start_period, job):
         config = self.config
         label = f"{arm.name:>6} round {round_:2d}"
         start = start_period * config.eval_every
         tty = False if self.verbose >= 2 else None
-        return Progress(label, config.iterations, start, config.eval_every, tty=tty)
+        run = (self.run_progress, job) if self.run_progress is not None else None
+        return Progress(label, config.iterations, start, config.eval_every, tty=tty, run=run)
 
     def row(self, arm, round_, records, wall, model, overlaps, **extra):
         """The result row of a trained job (see `lth_keras.report`), with `extra` fields."""
@@ -216,8 +225,11 @@ class Jobs:
                 self.run_dir, list(self.run_dir.progress["done"].values()), plots=drawn
             )
             self.plots_stale = not drawn
+        if self.run_progress is not None:
+            self.run_progress.end_job(job, self._trained.pop(job, 0))
         if self.verbose:
-            print(report.job_line(row), flush=True)
+            position = f"{self.run_progress.position(job)} | " if self.run_progress else ""
+            print(position + report.job_line(row), flush=True)
 
     def save_round_end(self, round_, model):
         """Writes the end of ticket round `round_`: its masks and state, and the tickets needed.

@@ -58,6 +58,7 @@ from lth_keras.experiments import early_bird, report
 from lth_keras.experiments.arms import ARMS, schedule
 from lth_keras.experiments.jobs import Jobs
 from lth_keras.experiments.placement import Placement
+from lth_keras.experiments.progress import RunProgress
 from lth_keras.experiments.rundir import RunDir
 from lth_keras.experiments.state import RunState
 from lth_keras.rewind import OptimizerReset
@@ -187,6 +188,9 @@ class Experiment:
                 shutil.rmtree(write_to, ignore_errors=True)
             raise
         try:
+            self.run_progress = RunProgress(config, run_dir, self.run_dir.progress)
+            if self.verbose:
+                self.run_progress.write(self.run_progress.first_line())
             self._build(config, started)
         except BaseException:
             self.run_dir.close()
@@ -234,6 +238,7 @@ class Experiment:
             checkpoint_seconds=CHECKPOINT_SECONDS,
             plot_seconds=PLOT_SECONDS,
             started=started,
+            run_progress=self.run_progress,
         )
 
     def _scope(self, model):
@@ -256,6 +261,7 @@ class Experiment:
         if self.chief:
             report.write_reports(self.run_dir, rows, plots=self.jobs.plots_stale)
         if self.verbose:
+            self.run_progress.write(self.run_progress.closing_line())
             print(report.table(report.sort_rows(rows)), end="")
         return report.sort_rows(rows)
 

@@ -71,7 +71,16 @@ def test_lenet_mnist(tmp_path):
     # Quiet: no TensorFlow C++ log lines, no TFDS INFO logs; progress lines (not a TTY).
     assert not CPP_LOG.search(result.stderr), result.stderr[:2000]
     assert "Load dataset info" not in result.stderr
-    assert "\nticket round  1 | 4/4 it | val acc " in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0] == (
+        "lenet on mnist: 4 jobs (1 pruning round, controls reinit,random) of up to 4 "
+        f"iterations; run directory {tmp_path}; a new run"
+    )
+    assert "\njob 2 of 4 | ticket round  1 | 4/4 it | val acc " in result.stdout
+    assert "\njob 4 of 4 | random round  1 |  80.04% remaining | test acc " in result.stdout
+    assert re.fullmatch(
+        rf"finished 4 jobs in 0:\d\d; results in {re.escape(str(tmp_path))} \(.*\)", lines[-6]
+    )
 
 
 @pytest.mark.slow
