@@ -199,7 +199,7 @@ def plots(runs, levels, img_dir):
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    from lth_keras.experiments.report import level_label
+    from lth_keras.experiments.report import level_labels
 
     grouped = rows_by_method(runs, levels)
     figure, axes = pyplot.subplots(figsize=(7.0, 4.4), dpi=100)
@@ -214,7 +214,7 @@ def plots(runs, levels, img_dir):
         error.append([max(a) - m for m, a in zip(mean, accuracy, strict=True)])
         axes.errorbar(remaining, mean, yerr=error, marker="o", capsize=3, label=label)
     axes.set_xscale("log")
-    axes.set_xticks(remaining, [level_label(v) for v in remaining])
+    axes.set_xticks(remaining, level_labels(remaining))
     axes.minorticks_off()
     axes.invert_xaxis()
     axes.set_xlabel("percent of weights remaining")

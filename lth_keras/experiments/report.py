@@ -14,6 +14,7 @@ drawn), early-bird runs `early_bird_iteration`, `early_bird_distance` and
 import csv
 import io
 import json
+import math
 import re
 import statistics
 
@@ -218,31 +219,41 @@ _PLOT_LABELS = {
 }
 
 
-def level_label(percent):
-    """A weights-remaining level as the paper writes it: `"100"`, `"51.3"`, `"3.6"`, `"0.47"`.
+def level_labels(percents):
+    """Labels of weights-remaining levels (percent), all with the same decimals.
+
+    One decimal, or as many as the smallest level needs for two significant
+    digits, so that `100.0` stands beside `80.0` and `0.47` beside `100.00`.
+
+    Args:
+        percents: The levels, in percent.
+
+    Returns:
+        A list of strings, one per level.
 
     Example:
 
     ```python
-    level_label(51.2)  # '51.2'
+    level_labels([100, 80.0, 51.2, 3.6])  # ['100.0', '80.0', '51.2', '3.6']
+    level_labels([100, 0.47])  # ['100.00', '0.47']
     ```
     """
-    if percent >= 99.95:
-        return "100"
-    return f"{percent:.1f}" if percent >= 1 else f"{percent:.2g}"
+    smallest = min(percents)
+    decimals = 1 if smallest >= 1 else 1 - math.floor(math.log10(smallest))
+    return [f"{p:.{decimals}f}" for p in percents]
 
 
 def _label_levels(axes, levels, most=12):
-    """Ticks at the levels reached (thinned to at most `most`), labelled as the paper does."""
+    """Ticks at the levels reached (thinned to at most `most`), labelled alike."""
     from matplotlib import ticker
 
     if len(levels) > most:
         step = -(-len(levels) // most)
         levels = levels[::step] if levels[-1] in levels[::step] else [*levels[::step], levels[-1]]
     axes.xaxis.set_major_locator(ticker.FixedLocator(levels))
-    axes.xaxis.set_major_formatter(ticker.FixedFormatter([level_label(v) for v in levels]))
+    axes.xaxis.set_major_formatter(ticker.FixedFormatter(level_labels(levels)))
     axes.xaxis.set_minor_locator(ticker.NullLocator())
-    axes.tick_params(axis="x", labelrotation=45 if len(levels) > 8 else 0)
+    axes.tick_params(axis="x", labelrotation=45 if len(levels) > 6 else 0)
 
 
 def _plot_arms(axes, rows, metric):
@@ -264,14 +275,46 @@ def _plot_arms(axes, rows, metric):
             axes.plot(x, y, marker="o", label=_label(kind))
 
 
+def _runs_note(rows):
+    """How to read error bars, a title's second line: `"\nmean of 2 runs, ..."`, or `""`."""
+    counts = {row["n"] for row in rows if "n" in row}
+    if not counts or counts == {1}:
+        return ""
+    runs = "-".join(str(n) for n in sorted(counts))
+    return f"\nmean of {runs} runs, bars from the lowest to the highest"
+
+
+def _level_axis(axes, levels, most):
+    axes.set_xscale("log")
+    _label_levels(axes, levels, most)
+    axes.invert_xaxis()
+    axes.set_xlabel("percent of weights remaining (log scale)")
+    axes.grid(True, which="both", alpha=0.3)
+
+
+def _metric_figure(rows, metric):
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(6.4, 4.4), dpi=100)
+    _plot_arms(axes, rows, metric)
+    _level_axis(axes, sorted({100 * r["weights_remaining"] for r in rows}, reverse=True), 12)
+    axes.set_ylabel(_PLOT_LABELS[metric])
+    title = _PLOT_LABELS[metric].capitalize() + " as weights are pruned"
+    axes.set_title(title + _runs_note(rows), fontsize=11)
+    axes.legend(fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
 def plot(rows, metric, path):
     """Plots `metric` against the percentage of weights remaining, as a PNG.
 
     With `metric="test_accuracy_es"` and `"es_iteration"` these are the
     analogues of the paper's Figures 3 and 4: one line per kind (ticket,
     random reinit, random mask), weights remaining on a log scale decreasing
-    to the right. With rows from `summarize`, error bars show the min and
-    max over runs.
+    to the right, a title saying what is plotted. With rows from
+    `summarize`, error bars show the min and max over runs (the title says
+    so).
 
     Args:
         rows: Rows of one run, or the output of `summarize`.
@@ -293,21 +336,16 @@ def plot(rows, metric, path):
             f"Received an invalid value for `metric`, expected one of {list(_PLOT_LABELS)}. "
             f"Received: metric={metric!r}"
         )
+    _save(_metric_figure, rows, metric, path=path)
+
+
+def _save(make, *args, path):
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    figure, axes = pyplot.subplots(figsize=(6.4, 4.2), dpi=100)
-    _plot_arms(axes, rows, metric)
-    axes.set_xscale("log")
-    _label_levels(axes, sorted({100 * r["weights_remaining"] for r in rows}, reverse=True))
-    axes.invert_xaxis()
-    axes.set_xlabel("percent of weights remaining")
-    axes.set_ylabel(_PLOT_LABELS[metric])
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
+    figure = make(*args)
     figure.savefig(path, format="png")
     pyplot.close(figure)
 
@@ -361,7 +399,8 @@ def plot_overlap(rows, path):
     """Plots R_p against the percentage of weights remaining, one panel per `p`, as a PNG.
 
     Each panel has a line per arm (ticket, controls) and the line R_p = p
-    that independent weights would give (Liu et al. 2021). With rows from
+    that independent weights would give (Liu et al. 2021); one legend below
+    the panels names them, and a title says what is plotted. With rows from
     `summarize`, error bars show the min and max over runs.
 
     Args:
@@ -380,27 +419,28 @@ def plot_overlap(rows, path):
     keys = overlap_keys(rows)
     if not keys:
         raise ValueError("Received rows without R_p values (keys 'overlap@<p>').")
-    import matplotlib
+    _save(_overlap_figure, rows, keys, path=path)
 
-    matplotlib.use("Agg")
+
+def _overlap_figure(rows, keys):
     from matplotlib import pyplot
 
     figure, panels = pyplot.subplots(
-        1, len(keys), figsize=(3.2 * len(keys), 3.4), dpi=100, sharey=True, squeeze=False
+        1, len(keys), figsize=(3.2 * len(keys), 4.0), dpi=100, sharey=True, squeeze=False
     )
     levels = sorted({100 * r["weights_remaining"] for r in rows}, reverse=True)
     for axes, key in zip(panels[0], keys, strict=True):
         p = float(key.split("@")[1])
         _plot_arms(axes, rows, key)
-        axes.axhline(p, color="gray", linestyle="--", label="R_p = p")
-        axes.set_xscale("log")
-        _label_levels(axes, levels, most=8)
-        axes.invert_xaxis()
-        axes.set_title(f"p = {p:g}")
-        axes.set_xlabel("percent of weights remaining")
-        axes.grid(True, which="both", alpha=0.3)
+        axes.axhline(p, color="gray", linestyle="--", label="R_p = p (independent weights)")
+        _level_axis(axes, levels, 8)
+        axes.set_title(f"p = {p:g}", fontsize=10)
     panels[0][0].set_ylabel("R_p(start, trained)")
-    panels[0][0].legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, format="png")
-    pyplot.close(figure)
+    figure.suptitle(
+        "Overlap R_p of each job's start and trained weights" + _runs_note(rows),
+        fontsize=11,
+    )
+    handles, labels = panels[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
+    return figure
