@@ -45,10 +45,14 @@ from lth_keras.layers import (
     MaskedDense,
     MaskedDepthwiseConv1D,
     MaskedDepthwiseConv2D,
+    MaskedEinsumDense,
     MaskedEmbedding,
+    MaskedGRUCell,
     MaskedLayerMixin,
+    MaskedLSTMCell,
     MaskedSeparableConv1D,
     MaskedSeparableConv2D,
+    MaskedSimpleRNNCell,
 )
 from lth_keras.masks import (
     apply_masks,
@@ -57,6 +61,8 @@ from lth_keras.masks import (
     set_masks,
     weights_remaining,
 )
+from lth_keras.saving import load_model
+from lth_keras.summary import summary
 from lth_keras.tickets import Ticket, load_ticket, save_ticket
 
 __version__ = "0.4.0"
@@ -72,10 +78,14 @@ __all__ = [
     "MaskedDense",
     "MaskedDepthwiseConv1D",
     "MaskedDepthwiseConv2D",
+    "MaskedEinsumDense",
     "MaskedEmbedding",
+    "MaskedGRUCell",
+    "MaskedLSTMCell",
     "MaskedLayerMixin",
     "MaskedSeparableConv1D",
     "MaskedSeparableConv2D",
+    "MaskedSimpleRNNCell",
     "Ticket",
     "__version__",
     "analysis",
@@ -84,6 +94,7 @@ __all__ = [
     "compact",
     "get_masks",
     "layers",
+    "load_model",
     "load_ticket",
     "masked_layers",
     "masks",
@@ -93,5 +104,6 @@ __all__ = [
     "schedules",
     "set_masks",
     "strip_masks",
+    "summary",
     "weights_remaining",
 ]

@@ -84,7 +84,7 @@ def prunable(model, filters=None, *, unknown=False, positional=False):
                               keras.layers.Dense(300, activation="relu"),
                               keras.layers.Dense(10)])
     lth_keras.prunable(model)
-    type(model.layers[0]).__name__  # 'MaskedDense'
+    type(model.layers[0]).__qualname__  # 'MaskedDense': the same layer, with masks
     ```
     """
     rules.check_filters(filters)

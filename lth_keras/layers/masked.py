@@ -1,8 +1,9 @@
 """Masked twins of layer classes, and attaching masks to a layer in place.
 
-The *twin* of a layer class `C` is `Masked<C>`, a subclass of
-`MaskedLayerMixin` and `C` that hooks the attributes holding `C`'s masked
-weights (see `lth_keras.layers.base`). `attach(layer, names)` turns a built
+The *twin* of a layer class `C` is `Masked<C>` (its `__qualname__`; its
+`__name__` stays `C`'s, see `twin_class`), a subclass of `MaskedLayerMixin`
+and `C` that hooks the attributes holding `C`'s masked weights (see
+`lth_keras.layers.base`). `attach(layer, names)` turns a built
 layer into its twin in place (its class, its masks and initial copies);
 `detach(layer)` turns it back into a plain `C` holding its effective
 weights. Twins of Keras' own layers (`MaskedDense`, `MaskedConv2D`,
@@ -174,7 +175,10 @@ def twin_class(layer_class):
     name = f"Masked{layer_class.__name__}"
     registered = name if keras_own else f"{_PREFIX}{keras.saving.get_registered_name(layer_class)}]"
     attrs = {"__module__": __name__, "__qualname__": name, "__doc__": _doc(layer_class)}
-    twin = type(name, (MaskedLayerMixin, layer_class), attrs)
+    # The twin keeps its class's `__name__`: Keras names the layers of a
+    # Sequential or functional model in weight files after their classes, so
+    # weights saved with or without masks load into the same model either way.
+    twin = type(layer_class.__name__, (MaskedLayerMixin, layer_class), attrs)
     twin.prunable_attrs = tuple(r.attr for r in rules.class_rules(layer_class))
     twin.weight_attrs = {}
     twin.initializer_attrs = {"bias": "bias_initializer"}
@@ -245,7 +249,7 @@ def attach(layer, weight_rules):
     layer = keras.layers.Dense(4)
     layer.build((None, 3))
     lth_keras.layers.attach(layer, lth_keras.layers.rules.layer_rules(layer))
-    type(layer).__name__  # 'MaskedDense'
+    type(layer).__qualname__  # 'MaskedDense' (its __name__ stays 'Dense')
     ```
     """
     if not layer.built:
@@ -358,7 +362,7 @@ def reconcile(layer, names):
 
 def _static(layer_class):
     twin = twin_class(layer_class)
-    globals()[twin.__name__] = twin
+    globals()[twin.__qualname__] = twin
     return twin
 
 

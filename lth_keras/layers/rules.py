@@ -268,7 +268,7 @@ def check_filters(filters):
                 ) from None
 
 
-def plan(layers, filters=None, unknown=False, positional=False):
+def plan(layers, filters=None, unknown=False, positional=False, current=False):
     """Decides, for every weight of `layers`, whether it is masked and why.
 
     Args:
@@ -281,6 +281,9 @@ def plan(layers, filters=None, unknown=False, positional=False):
             masked. Defaults to `False` (they are reported).
         positional: Whether positional tables are masked. Defaults to
             `False`.
+        current: Whether to describe the masks the model has now (a weight
+            is masked if and only if it holds a mask) instead of those the
+            other arguments would choose. Defaults to `False`.
 
     Returns:
         A list of `Decision`, one per weight (masks and initial copies left
@@ -310,6 +313,11 @@ def plan(layers, filters=None, unknown=False, positional=False):
             reason, unknown_weight = _reason(
                 layer, variable, rule, storage in known, masked, chosen, unknown, positional
             )
+            if current and rule is not None and rule.attr not in masked:
+                if reason.startswith("masked"):
+                    reason = "not masked (left out when masks were attached)"
+            elif current and reason.startswith("masked") and rule is None:
+                reason = "not masked"
             decisions.append(
                 Decision(
                     path,

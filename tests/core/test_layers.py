@@ -90,7 +90,7 @@ def test_config_round_trip_equals_keras_config(cls, args, shape):
     assert config == lth_keras.layers.keras_class_of(cls)(*args, name="x").get_config()
     assert cls.from_config(config).get_config() == config
     serialized = keras.saving.serialize_keras_object(layer)
-    assert serialized["registered_name"] == f"lth_keras>{cls.__name__}"
+    assert serialized["registered_name"] == f"lth_keras>{cls.__qualname__}"
     again = keras.saving.deserialize_keras_object(serialized)
     assert type(again) is cls and again.get_config() == config
 
@@ -321,4 +321,4 @@ def test_mixed_precision_keeps_masks_exact():
 
 def test_public_names_are_exported():
     for cls, _, _ in CASES:
-        assert getattr(lth_keras, cls.__name__) is cls
+        assert getattr(lth_keras, cls.__qualname__) is cls

@@ -106,7 +106,7 @@ def test_prunable_masks_a_subclass_of_a_known_layer_in_place():
     mine = model.get_layer("mine")
     lth_keras.prunable(model)
     assert model.get_layer("mine") is mine and isinstance(mine, MyDense)
-    assert type(mine).__name__ == "MaskedMyDense"
+    assert type(mine).__qualname__ == "MaskedMyDense"
     assert list(lth_keras.get_masks(model)) == ["mine/kernel", "dense/kernel"]
 
 

@@ -170,3 +170,140 @@ def test_incomplete_file_is_a_clear_error(trained_ticket, tmp_path):
     np.savez(tmp_path / "cut.npz", **arrays)
     with pytest.raises(ValueError, match="incomplete lth_keras ticket"):
         lth_keras.load_ticket(tmp_path / "cut.npz")
+
+
+def _crafted(tmp_path, change):
+    """A ticket file of a small model, its metadata and arrays changed by `change`."""
+    source = tmp_path / "source.ticket.npz"
+    if not source.exists():
+        lth_keras.save_ticket(mlp(), source)
+    with np.load(source) as data:
+        arrays = {key: data[key] for key in data.files}
+    metadata = json.loads(arrays["metadata"].tobytes())
+    metadata = change(metadata, arrays) or metadata
+    arrays["metadata"] = np.frombuffer(json.dumps(metadata).encode(), np.uint8)
+    path = tmp_path / "crafted.ticket.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def _setting(field, value):
+    def change(metadata, arrays):
+        metadata[field] = value
+
+    return change
+
+
+def _packed_kernel_of_wrong_size(metadata, arrays):
+    arrays["final/fc1/kernel"] = arrays["final/fc1/kernel"][:-1]
+
+
+def _unknown_array(metadata, arrays):
+    arrays["evil/fc1/kernel"] = np.zeros(3)
+
+
+def _object_array(metadata, arrays):
+    arrays["final/fc1/bias"] = np.array([{"a": 1}], dtype=object)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m, a: [m], "is not an lth_keras ticket file of version 1"),
+        (_setting("shapes", [[12, 16]]), "metadata field `shapes` should be a mapping"),
+        (
+            lambda m, a: m["shapes"].update({"fc1/kernel": "12x16"}),
+            "metadata field `shapes['fc1/kernel']` should be a list of sizes, found '12x16'",
+        ),
+        (
+            lambda m, a: m["shapes"].update({"fc1/kernel": ["12", 16]}),
+            "metadata field `shapes['fc1/kernel']` should be a list of sizes",
+        ),
+        (
+            lambda m, a: m["shapes"].update({"fc1/kernel": [10**6, 10**6]}),
+            "array 'mask/fc1/kernel' (uint8, 24 values) does not hold the 1000000000000 bits",
+        ),
+        (
+            lambda m, a: m["kernels"].update({"fc1/kernel": "nosuch/kernel"}),
+            "metadata field `kernels['fc1/kernel']` should be a key of `shapes`",
+        ),
+        (
+            _setting("weights_remaining", "0.5"),
+            "metadata field `weights_remaining` should be a number in [0, 1], found '0.5'",
+        ),
+        (_setting("layers", [0.5]), "metadata field `layers` should be a mapping"),
+        (
+            lambda m, a: m["layers"].update({"fc1/kernel": 2.0}),
+            "metadata field `layers['fc1/kernel']` should be a number in [0, 1]",
+        ),
+        (_setting("config", "lenet"), "metadata field `config` should be a mapping or null"),
+        (_setting("model", {"config": {}}), "metadata field `model.class_name` should be a string"),
+        (
+            _packed_kernel_of_wrong_size,
+            "array 'final/fc1/kernel' holds 191 values of shape (191,), not the 192 kept entries",
+        ),
+        (_unknown_array, "array 'evil/fc1/kernel' is not a mask, final or rewind weight"),
+        (_object_array, "array 'final/fc1/bias' holds object, not numbers"),
+    ],
+    ids=[
+        "metadata-list",
+        "shapes-list",
+        "shape-string",
+        "shape-of-strings",
+        "huge-shape",
+        "kernel-without-mask",
+        "remaining-string",
+        "layers-list",
+        "layer-above-1",
+        "config-string",
+        "model-without-class",
+        "packed-kernel-size",
+        "unknown-array",
+        "object-array",
+    ],
+)
+def test_malformed_ticket_files_name_the_field(tmp_path, change, message):
+    path = _crafted(tmp_path, change)
+    with pytest.raises(ValueError) as caught:
+        lth_keras.load_ticket(path)
+    text = str(caught.value)
+    assert text.startswith(str(path)) and message in text and "\n" not in text
+
+
+def test_a_declared_huge_array_is_refused_before_it_is_allocated(tmp_path):
+    """A few KB declaring 93 GiB: refused from the file's size, nothing allocated."""
+    import io
+    import tracemalloc
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (100000, 250000)}
+    )
+    path = _crafted(tmp_path, lambda m, a: None)
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("final/huge.npy", header.getvalue() + bytes(4096))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"declares the shape \(100000, 250000\)"):
+            lth_keras.load_ticket(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert os.path.getsize(path) < 20000 and peak < 10 * 2**20
+
+
+def test_unreadable_metadata_and_a_damaged_model_config(tmp_path):
+    def garbage(metadata, arrays):
+        return None
+
+    path = _crafted(tmp_path, garbage)
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files}
+    arrays["metadata"] = np.frombuffer(b"\xff{not json", np.uint8)
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="is not a readable lth_keras ticket file"):
+        lth_keras.load_ticket(path)
+    path = _crafted(tmp_path, lambda m, a: m["model"].update({"config": "layers"}))
+    with pytest.raises(ValueError, match="metadata field `model` is not a Keras model config"):
+        lth_keras.load_ticket(path).build_model()
