@@ -11,11 +11,19 @@ are not stored; rewinding multiplies them by zero anyway.
 Keys: masks are keyed `"<layer>/<kernel attribute>"` (as `get_masks`); other
 weights by `lth_keras.masks.weights_by_key` (`"<layer>/<weight name>"` for
 plain layers).
+
+Ticket files are shared, so loading one trusts nothing in it: every array's
+declared shape is checked against the bytes the archive holds for it before
+anything is allocated (a small file cannot make us allocate gigabytes),
+every metadata field is type-checked, and the masks and packed kernels must
+fit the shapes the metadata declares. Damage is one `ValueError` naming the
+file and the field.
 """
 
 import dataclasses
 import io
 import json
+import math
 import os
 import zipfile
 import zlib
@@ -28,6 +36,7 @@ import lth_keras
 from lth_keras import masks as masks_lib
 from lth_keras import pruning
 from lth_keras._io import atomic_write
+from lth_keras._npz import read_npz
 from lth_keras.convert import attach_by_keys
 
 __all__ = ["Ticket", "load_ticket", "save_ticket"]
@@ -168,7 +177,15 @@ class Ticket:
         model = lth_keras.load_ticket("lenet.ticket.npz").build_model()
         ```
         """
-        model = keras.saving.deserialize_keras_object(self.metadata["model"], safe_mode=safe_mode)
+        try:
+            model = keras.saving.deserialize_keras_object(
+                self.metadata["model"], safe_mode=safe_mode
+            )
+        except (TypeError, KeyError, AttributeError, IndexError) as error:
+            raise ValueError(
+                f"The ticket's metadata field `model` is not a Keras model config ({error!r}). "
+                "The file is damaged; save the ticket again."
+            ) from error
         attach_by_keys(model, self.masks)  # masks on layers the config does not name
         self.apply(model, weights)
         return model
@@ -254,6 +271,8 @@ def save_ticket(model, path, *, pruner=None, config=None, overwrite=False):
 def load_ticket(path, model=None, *, weights="final"):
     """Loads a ticket file, without executing code; optionally applies it.
 
+    Nothing in the file is trusted: see the module docstring.
+
     Args:
         path: A file written by `save_ticket`.
         model: A model to write the ticket into (see `Ticket.apply`).
@@ -265,8 +284,9 @@ def load_ticket(path, model=None, *, weights="final"):
         A `Ticket`.
 
     Raises:
-        ValueError: If the file is not a ticket file of a known version, or
-            `model` does not fit it.
+        ValueError: If the file is not a ticket file of a known version, is
+            damaged or malformed (the message names the field), or `model`
+            does not fit it.
 
     Example:
 
@@ -275,32 +295,121 @@ def load_ticket(path, model=None, *, weights="final"):
     ```
     """
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-        metadata = json.loads(arrays.pop("metadata").tobytes().decode())
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        arrays = read_npz(path)
+        raw = arrays.pop("metadata")
+        if raw.dtype != np.uint8 or raw.ndim != 1:
+            raise ValueError(f"array 'metadata' is {raw.dtype} of shape {raw.shape}, not bytes")
+        metadata = json.loads(raw.tobytes().decode())
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        EOFError,
+        RecursionError,
+        zipfile.BadZipFile,
+        zlib.error,
+    ) as error:
         raise ValueError(f"{path} is not a readable lth_keras ticket file: {error}") from error
-    if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
+    format_ = metadata.get("format") if isinstance(metadata, dict) else None
+    version = metadata.get("format_version") if isinstance(metadata, dict) else None
+    if format_ != FORMAT or version != FORMAT_VERSION:
         raise ValueError(
             f"{path} is not an lth_keras ticket file of version {FORMAT_VERSION}. Received: "
-            f"format={metadata.get('format')!r}, version={metadata.get('format_version')!r}"
+            f"format={format_!r}, version={version!r}"
         )
     try:
-        masks = {}
-        for key, shape in metadata["shapes"].items():
-            bits = np.unpackbits(arrays.pop(f"mask/{key}"), count=int(np.prod(shape)))
-            masks[key] = bits.astype(bool).reshape(shape)
-        final, rewind = {}, {}
-        for name, value in arrays.items():
-            kind, key = name.split("/", 1)
-            target = final if kind == "final" else rewind
-            kernel_mask = metadata["kernels"].get(key)
-            target[key] = (
-                value if kernel_mask is None else _unpack_kernel(value, masks[kernel_mask])
-            )
-    except (KeyError, ValueError) as error:
-        raise ValueError(f"{path} is an incomplete lth_keras ticket file: {error!r}") from error
+        _check_metadata(metadata)
+        masks = _unpack_masks(arrays, metadata["shapes"])
+        final, rewind = _unpack_weights(arrays, metadata["kernels"], masks)
+    except _Malformed as error:
+        raise ValueError(
+            f"{path} is not a valid lth_keras ticket file: {error}. The file is damaged or was "
+            "not written by lth_keras.save_ticket; save the ticket again."
+        ) from None
+    except KeyError as error:
+        raise ValueError(f"{path} is an incomplete lth_keras ticket file: {error!r}") from None
     ticket = Ticket(masks=masks, rewind=rewind, final=final, metadata=metadata)
     if model is not None:
         ticket.apply(model, weights)
     return ticket
+
+
+class _Malformed(Exception):
+    """A field of a ticket file that is not what `save_ticket` writes."""
+
+
+def _expect(ok, field, expected, value):
+    if not ok:
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise _Malformed(f"metadata field `{field}` should be {expected}, found {shown}")
+
+
+def _is_fraction(value):
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and math.isfinite(value)
+        and 0 <= value <= 1
+    )
+
+
+def _check_metadata(metadata):
+    """Every metadata field `save_ticket` writes, type-checked and bounded."""
+    expect_mapping = {"layers", "versions", "model", "shapes", "kernels"}
+    for field in sorted(expect_mapping):
+        _expect(isinstance(metadata.get(field), dict), field, "a mapping", metadata.get(field))
+    _expect(
+        _is_fraction(metadata.get("weights_remaining")),
+        "weights_remaining",
+        "a number in [0, 1]",
+        metadata.get("weights_remaining"),
+    )
+    for key, value in metadata["layers"].items():
+        _expect(_is_fraction(value), f"layers[{key!r}]", "a number in [0, 1]", value)
+    config = metadata.get("config")
+    _expect(config is None or isinstance(config, dict), "config", "a mapping or null", config)
+    model = metadata["model"]
+    _expect(isinstance(model.get("class_name"), str), "model.class_name", "a string", model)
+    for key, shape in metadata["shapes"].items():
+        valid = isinstance(shape, list) and all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        )
+        _expect(valid and len(shape) <= 32, f"shapes[{key!r}]", "a list of sizes", shape)
+    for key, mask in metadata["kernels"].items():
+        _expect(mask in metadata["shapes"], f"kernels[{key!r}]", "a key of `shapes`", mask)
+
+
+def _unpack_masks(arrays, shapes):
+    masks = {}
+    for key, shape in shapes.items():
+        packed = arrays.pop(f"mask/{key}")
+        count = math.prod(shape)
+        if packed.dtype != np.uint8 or packed.ndim != 1 or packed.size != -(-count // 8):
+            raise _Malformed(
+                f"array 'mask/{key}' ({packed.dtype}, {packed.size} values) does not hold the "
+                f"{count} bits of the shape {shape} that metadata field `shapes` declares"
+            )
+        masks[key] = np.unpackbits(packed, count=count).astype(bool).reshape(shape)
+    return masks
+
+
+def _unpack_weights(arrays, kernels, masks):
+    final, rewind = {}, {}
+    for name, value in arrays.items():
+        kind, _, key = name.partition("/")
+        if kind not in ("final", "rewind") or not key:
+            raise _Malformed(f"array {name!r} is not a mask, final or rewind weight")
+        target = final if kind == "final" else rewind
+        mask = masks[kernels[key]] if key in kernels else None
+        if mask is None:
+            target[key] = value
+            continue
+        kept = int(np.count_nonzero(mask))
+        if value.ndim != 1 or value.size != kept:
+            raise _Malformed(
+                f"array {name!r} holds {value.size} values of shape {value.shape}, not the "
+                f"{kept} kept entries of its mask"
+            )
+        target[key] = _unpack_kernel(value, mask)
+    return final, rewind
