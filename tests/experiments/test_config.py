@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 
 import pytest
 
@@ -78,6 +79,21 @@ def test_round_trip_and_hash():
         ({"rewind_iteration": 500}, "a multiple of eval_every=1000"),
         ({"rewind_iteration": 1000, "steps_per_execution": 300}, "steps_per_execution=300"),
         ({"augment": True}, "augment=True"),
+        ({"rounds": "3"}, "expected an int >= 0. Received: rounds='3'"),
+        ({"rounds": 10000}, "expected an int of at most 9999. Received: rounds=10000"),
+        ({"iterations": 10**19}, "expected an int of at most 1000000000"),
+        ({"iterations": 10**7, "eval_every": 1}, "at least iterations / 999999"),
+        ({"seed": 2**32}, "expected an int of at most 4294967295"),
+        ({"learning_rate": "0.1"}, "expected a finite number. Received: learning_rate='0.1'"),
+        ({"learning_rate": float("nan")}, "learning_rate=nan"),
+        ({"lr_factor": 0.0}, "lr_factor=0.0"),
+        ({"output_rate": "half"}, "expected a number or None"),
+        ({"model": ["lenet"]}, "expected a string. Received: model=['lenet']"),
+        ({"augment": "yes"}, "expected True or False. Received: augment='yes'"),
+        ({"controls": 5}, "expected a list. Received: controls=5"),
+        ({"exclude": (1,)}, "expected a list of names"),
+        ({"layer_rates": (("fc1",),)}, "(layer name or type, rate) pairs"),
+        ({"lr_boundaries": ("100",)}, "a list of steps (ints)"),
     ],
     ids=[
         "model",
@@ -93,10 +109,25 @@ def test_round_trip_and_hash():
         "rewind-period",
         "rewind-execution",
         "augment-mnist",
+        "rounds-string",
+        "rounds-bound",
+        "iterations-bound",
+        "periods-bound",
+        "seed-bound",
+        "rate-string",
+        "rate-nan",
+        "lr-factor",
+        "output-rate-string",
+        "model-list",
+        "augment-string",
+        "controls-int",
+        "exclude-int",
+        "layer-rates-pair",
+        "boundaries-string",
     ],
 )
 def test_invalid_configs(changes, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=re.escape(match)):
         preset("lenet", **changes)
 
 
