@@ -27,10 +27,10 @@ import typing
 import tensorflow as tf
 
 from lth_keras.experiments.config import DATASETS
-from lth_keras.experiments.decoded import decoded_splits
+from lth_keras.experiments.decoded import DataDamagedError, decoded_splits
 from lth_keras.options import check_choice
 
-__all__ = ["DataUnavailableError", "Splits", "load"]
+__all__ = ["DataDamagedError", "DataUnavailableError", "Splits", "load"]
 
 _CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 _CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -261,6 +261,9 @@ def load(
         DataUnavailableError: If the data set is not in the TFDS data
             directory and its download host cannot be reached (within
             seconds, instead of TFDS's minutes of retries).
+        DataDamagedError: If a file of the data set is missing, truncated
+            or unreadable (the message names the data set, its folder and
+            the file).
 
     Example:
 

@@ -22,6 +22,12 @@ else `~/.cache/lth_keras`; a cache that cannot be written is skipped.
 Whenever a process goes through TFDS, decoded files of the data set that no
 index names and that no process has read for `STALE_SECONDS` (a week) are
 deleted: those of data that changed or moved, or of older lth_keras versions.
+
+Before decoding, the record files are checked against TFDS's
+`dataset_info.json`: every shard present, their total size the one
+recorded; a shard that cannot be read, or a split with fewer examples than
+recorded, raises `DataDamagedError` naming the data set, its folder and the
+file, instead of TensorFlow's `DataLossError` or `NotFoundError`.
 """
 
 import contextlib
@@ -39,10 +45,20 @@ import numpy as np
 
 from lth_keras._io import atomic_write, cache_folder, sha256_file
 
-__all__ = ["cache_folder", "decoded_splits"]
+__all__ = ["DataDamagedError", "cache_folder", "decoded_splits"]
 
 #: Unindexed decoded files unread for this long are deleted (see above).
 STALE_SECONDS = 7 * 24 * 3600
+
+
+class DataDamagedError(ValueError):
+    """A data set's files in the TFDS data directory are missing, truncated or unreadable."""
+
+    def __init__(self, name, folder, file, problem):
+        super().__init__(
+            f"The {name} data in {folder} is damaged: {file} {problem}. Copy a complete {name} "
+            f"there, or delete {folder} and let TFDS prepare {name} again."
+        )
 
 
 def _data_dir():
@@ -146,11 +162,50 @@ def _decoded_path(name, folder, split, files):
     return os.path.join(cache_folder(), f"{name}-{os.path.basename(folder)}-{split}-{key}.npz")
 
 
-def _decode(dataset, path=None):
-    """Decodes `dataset` to arrays and keeps them at `path` (if given and writable)."""
+#: Bytes a TFRecord file adds to each example: its length and two CRCs.
+_TFRECORD_FRAMING = 16
+
+
+def _check_shards(name, folder, info, split, file_format):
+    """Raises `DataDamagedError` for a missing shard or a split of the wrong size on disk.
+
+    For TFRecord files the size is exact: TFDS records the bytes of the
+    examples (`num_bytes`), and each adds 16 bytes of framing on disk.
+    """
+    expected = [os.fspath(p) for p in info.filepaths]
+    missing = [p for p in expected if not os.path.exists(p)]
+    if missing:
+        raise DataDamagedError(name, folder, os.path.basename(missing[0]), "is missing")
+    if file_format != "tfrecord" or not int(info.num_bytes or 0):
+        return
+    size = sum(os.path.getsize(p) for p in expected)
+    recorded = int(info.num_bytes) + _TFRECORD_FRAMING * int(info.num_examples)
+    if size != recorded:
+        shard = os.path.basename(expected[0]) if len(expected) == 1 else f"one of {split}'s files"
+        raise DataDamagedError(
+            name,
+            folder,
+            shard,
+            f"is truncated or altered (the {split} split has {size} bytes, "
+            f"dataset_info.json gives {recorded})",
+        )
+
+
+def _decode(dataset, path=None, damaged=None):
+    """Decodes `dataset` to arrays and keeps them at `path` (if given and writable).
+
+    `damaged(error)` turns TensorFlow's error for an unreadable file into the
+    error to raise (by default TensorFlow's is raised).
+    """
+    import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    batches = list(tfds.as_numpy(dataset.batch(10000)))
+    try:
+        batches = list(tfds.as_numpy(dataset.batch(10000)))
+    except (tf.errors.DataLossError, tf.errors.NotFoundError) as error:
+        if damaged is None:
+            raise
+        raise damaged(error) from error
     images = np.concatenate([b[0] for b in batches])
     labels = np.concatenate([b[1] for b in batches])
     if path is None:
@@ -175,6 +230,11 @@ def _cold(name, splits, read):
         folder = os.fspath(builder.data_dir)
     except Exception:  # noqa: BLE001 - no builder data: nothing to key a cache on
         folder = None
+    on_disk = folder is not None and any(_files(folder, name, split) for split in splits)
+    if on_disk:  # not under TFDS's mock_data, which has no files
+        file_format = str(getattr(builder.info.file_format, "value", builder.info.file_format))
+        for split in splits:
+            _check_shards(name, folder, builder.info.splits[split], split, file_format)
     datasets, entry = {}, {}
     for split in splits:
         files = _files(folder, name, split) if folder else []
@@ -185,7 +245,15 @@ def _cold(name, splits, read):
         path = _decoded_path(name, folder, split, files)
         arrays = _read_npz(path, touch=True) if os.path.exists(path) else None
         if arrays is None:
-            arrays = _decode(read(split), path)
+            arrays = _decode(read(split), path, _unreadable(name, folder, files))
+        recorded = int(builder.info.splits[split].num_examples or 0)
+        if recorded and len(arrays[1]) != recorded:
+            raise DataDamagedError(
+                name,
+                folder,
+                f"the {split} split",
+                f"holds {len(arrays[1])} examples, dataset_info.json records {recorded}",
+            )
         datasets[split] = arrays
         entry[split] = {"stats": stats, "path": path}
     # Only data TFDS found in the default data directory: the one the key names.
@@ -203,6 +271,23 @@ def _cold(name, splits, read):
     if entry:
         _prune(name, time.time())
     return datasets, features
+
+
+def _unreadable(name, folder, files):
+    """`DataDamagedError` of TensorFlow's error reading one of `files`."""
+
+    def damaged(error):
+        import tensorflow as tf
+
+        message = getattr(error, "message", "") or str(error)
+        named = [os.path.basename(f) for f in files if f in message]
+        names = named or [os.path.basename(f) for f in files]
+        file = names[0] if len(names) == 1 else f"one of {', '.join(names)}"
+        if isinstance(error, tf.errors.NotFoundError):
+            return DataDamagedError(name, folder, file, "cannot be found")
+        return DataDamagedError(name, folder, file, "holds a truncated or corrupt record")
+
+    return damaged
 
 
 def decoded_splits(name, splits, read):
