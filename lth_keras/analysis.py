@@ -179,14 +179,18 @@ def overlap_ratios(a, b, ps, masks=None, per_layer=False):
     """`overlap_ratio` for several `p` at once, ranking each kernel only once.
 
     Args:
-        a, b, masks, per_layer: As for `overlap_ratio`.
+        a: As for `overlap_ratio`.
+        b: As for `overlap_ratio`.
         ps: A sequence of fractions, each in (0, 1].
+        masks: As for `overlap_ratio`. Defaults to `None`.
+        per_layer: As for `overlap_ratio`. Defaults to `False`.
 
     Returns:
         A dict from each `p` to what `overlap_ratio(a, b, p, ...)` returns.
 
     Raises:
-        TypeError, ValueError: As `overlap_ratio`, for any `p`.
+        TypeError: As `overlap_ratio`, for any `p`.
+        ValueError: As `overlap_ratio`, for any `p`.
 
     Example:
 

@@ -10,10 +10,10 @@ from lth_keras import pruning
 
 __all__ = ["SCOPES", "STRATEGIES", "check_choice", "check_int", "check_pruning_options"]
 
-#: Layerwise pruning (a rate per kernel) or global (one rate, pooled).
 SCOPES = ("layerwise", "global")
-#: The tf.distribute strategies `lth_keras.tensorflow.distribute.get_strategy` makes.
+"""Layerwise pruning (a rate per kernel) or global (one rate, pooled)."""
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+"""The tf.distribute strategies `lth_keras.tensorflow.distribute.get_strategy` makes."""
 
 
 def check_int(value, name, minimum, allow_none=False):

@@ -24,7 +24,6 @@ _DEEP_SHARED = dict(
     rounds=20,
 )
 
-#: The settings of Figure 2 of arXiv 1803.03635, by network.
 PRESETS = {
     "lenet": ExperimentConfig(
         model="lenet",
@@ -84,6 +83,7 @@ PRESETS = {
         **_DEEP_SHARED,
     ),
 }
+"""The settings of Figure 2 of arXiv 1803.03635, by network: an `ExperimentConfig` each."""
 
 
 def preset(name, **overrides):
