@@ -208,16 +208,12 @@ class Jobs:
         """Commits `job` as done with its row, records and `files`; updates the reports."""
         name = f"records/{job}.json"
         files[name] = self.run_dir.write_json(name, records)
-        old = self.run_dir.progress.get("round_end") if "round_end" in replace else None
-        checkpoint = self.run_dir.progress.get("checkpoint")
-        start = self.run_dir.progress.get("start")
-        self.run_dir.commit(done={job: row}, files=files, checkpoint=None, start=None, **replace)
-        if start:
-            self.run_dir.remove(start["file"])
-        if old:
-            self.run_dir.remove(*old["files"])
-        if checkpoint:
-            self.run_dir.remove(*checkpoint["files"])
+        entries = ["checkpoint", "start", *(["round_end"] if "round_end" in replace else [])]
+        old = self._superseded(entries)
+        self.run_dir.commit(
+            done={job: row}, files=files, checkpoint=None, start=None, forget=old, **replace
+        )
+        self.run_dir.remove(*old)
         if self.chief:
             summaries.write_job(self.run_dir.file("tensorboard"), row, records)
             drawn = self._last_of_round(row) and self._plots_due()
@@ -261,13 +257,17 @@ class Jobs:
 
     def commit_round_end(self, files, end, drawn):
         """Records a round end (its mask drawn) before the round's job is finished."""
-        old = self.run_dir.progress.get("round_end")
-        checkpoint = self.run_dir.progress.get("checkpoint")
-        self.run_dir.commit(files=files, round_end=end, checkpoint=None, drawn=drawn)
-        if old:
-            self.run_dir.remove(*old["files"])
-        if checkpoint:
-            self.run_dir.remove(*checkpoint["files"])
+        old = self._superseded(["round_end", "checkpoint"])
+        self.run_dir.commit(files=files, round_end=end, checkpoint=None, drawn=drawn, forget=old)
+        self.run_dir.remove(*old)
+
+    def _superseded(self, entries):
+        """The files of these entries of `progress.json` (`start` has one, the others several)."""
+        names = []
+        for key in entries:
+            entry = self.run_dir.progress.get(key) or {}
+            names += [entry["file"]] if "file" in entry else list(entry.get("files", ()))
+        return names
 
     def _plots_due(self):
         """Plots cost 0.3-1 s: drawn every `plot_seconds` at most, and at the end."""

@@ -8,6 +8,14 @@ of every file they produced, and is itself replaced atomically, after the
 files it names. Reading a file through `RunDir` checks its checksum, so a
 truncated or corrupted file raises `CorruptRunError` instead of being used.
 
+Opening a run directory validates `config.json` (its layout here, its
+fields through `check`) and the layout of `progress.json`;
+`damaged_files()` lists every recorded file that is missing or differs from
+its checksum (see `lth_keras.experiments.verify`). The lock file exists while
+a run holds the directory and is removed when it ends; `discard()` removes
+what a run that failed before recording any progress wrote, so a failed start
+leaves nothing behind.
+
 A run directory's files are untrusted input (directories are copied, synced
 and downloaded with a paper's results), so every name is checked before it
 is read, written or deleted: it must be relative and normalised, name a file
@@ -27,13 +35,24 @@ import socket
 import sys
 import time
 import warnings
+import zipfile
+import zlib
 
 import numpy as np
 
 from lth_keras._io import WriteError, atomic_write, render_to_bytes
 from lth_keras._io import sha256_file as _sha256
+from lth_keras._npz import read_npz
 
-__all__ = ["FILE_KINDS", "CorruptRunError", "RunDir", "RunDirInUseError", "WriteError"]
+__all__ = [
+    "FILE_KINDS",
+    "CorruptRunError",
+    "RunDir",
+    "RunDirInUseError",
+    "WriteError",
+    "describe",
+    "recorded_files",
+]
 
 _JOB = r"[a-z][a-z0-9_]*-r\d{2,4}(-full)?"
 #: The names of the files a run writes; no other name is read, written or deleted.
@@ -61,7 +80,8 @@ _held = {}  # run directory -> [file descriptor, holders in this process]
 def _describe(holder):
     if not isinstance(holder, dict):
         return "another process"
-    command = " ".join(holder.get("argv", []))[:200]
+    argv = holder.get("argv")
+    command = " ".join(map(str, argv))[:200] if isinstance(argv, list) else ""
     return (
         f"process {holder.get('pid')} on {holder.get('host')} (started "
         f"{holder.get('started')}{': ' + command if command else ''})"
@@ -79,23 +99,8 @@ def _acquire(path):
     if path in _held:
         _held[path][1] += 1
         return
-    os.makedirs(path, exist_ok=True)
-    lock_path = os.path.join(path, _LOCK)
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as error:
-        raise WriteError.wrap(error, lock_path) from error
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = None
-        with contextlib.suppress(OSError, ValueError):
-            holder = json.loads(os.pread(fd, 4096, 0) or b"null")
-        os.close(fd)
-        raise RunDirInUseError(
-            f"The run directory {path} is in use by {_describe(holder)}. "
-            "Wait for that run to finish or stop it, or use another --output_dir."
-        ) from None
+    _make_folder(path)
+    fd = _lock_file(path)
     holder = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
@@ -111,13 +116,63 @@ def _acquire(path):
     _held[path] = [fd, 1]
 
 
+def _make_folder(path):
+    """Creates the run directory; a file in its place is a usage error, not a disk error."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(
+            f"Cannot use {path} as a run directory: it or a folder above it is a file. Use "
+            "another --output_dir, or move the file away."
+        ) from None
+    except OSError as error:
+        raise WriteError.wrap(error, os.path.join(path, _LOCK)) from error
+
+
+def _lock_file(path):
+    """Opens `<path>/lock` and takes its `flock`; returns the file descriptor.
+
+    The last holder removes the file while it still holds the lock, so a
+    process that opened the old file before that gets the lock of a file no
+    longer in the folder: it notices (another inode, or none, under the
+    name) and tries again with the new file.
+    """
+    lock_path = os.path.join(path, _LOCK)
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise WriteError.wrap(error, lock_path) from error
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = None
+            with contextlib.suppress(OSError, ValueError, RecursionError):
+                holder = json.loads(os.pread(fd, 4096, 0) or b"null")
+            os.close(fd)
+            raise RunDirInUseError(
+                f"The run directory {path} is in use by {_describe(holder)}. "
+                "Wait for that run to finish or stop it, or use another --output_dir."
+            ) from None
+        try:
+            current = os.stat(lock_path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            return fd
+        os.close(fd)  # removed by the run that held it: lock the new file
+
+
 def _release(path):
+    """Drops one hold; the last removes the lock file, then releases the lock."""
     entry = _held.get(path)
     if entry is None:
         return
     entry[1] -= 1
     if entry[1] == 0:
         del _held[path]
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(path, _LOCK))
         with contextlib.suppress(OSError):
             fcntl.flock(entry[0], fcntl.LOCK_UN)
         os.close(entry[0])
@@ -163,13 +218,17 @@ class RunDir:
         defaults: The config's default values: a key missing from a stored
             config counts as its default (so runs started before a field
             was added resume). Defaults to `None`.
+        check: `check(stored_config)` raises `ValueError` if the config in
+            `config.json` is not a valid config (e.g. edited by hand); the
+            message names the field. Defaults to `None` (no check).
 
     Raises:
         RunDirInUseError: If another live process holds the directory
             (its message names the process).
-        ValueError: If the directory holds a run with a different config.
+        ValueError: If the directory holds a run with a different config,
+            or `path` is a file.
         CorruptRunError: If its `config.json` or `progress.json` is
-            unreadable.
+            unreadable or malformed (the message names the file and field).
 
     Example:
 
@@ -180,14 +239,17 @@ class RunDir:
     ```
     """
 
-    def __init__(self, path, config, extra=None, write_to=None, defaults=None):
+    def __init__(self, path, config, extra=None, write_to=None, defaults=None, check=None):
         self.path = os.path.abspath(path)
         self.write_path = os.path.abspath(write_to or path)
         self._locked = write_to is None  # workers of a multi-worker run only read it
+        self.created = not os.path.lexists(self.path)  # this process made the folder
+        self.fresh = False  # this process wrote config.json: the run starts here
+        self._digests = {}  # name -> (SHA-256, stat) of files checked by this process
         if self._locked:
             _acquire(self.path)
         try:
-            self._open(config, extra, defaults or {})
+            self._open(config, extra, defaults or {}, check)
         except BaseException:
             self.close()
             raise
@@ -198,16 +260,11 @@ class RunDir:
             self._locked = False
             _release(self.path)
 
-    def _open(self, config, extra, defaults):
+    def _open(self, config, extra, defaults, check):
         config_path = os.path.join(self.path, "config.json")
         if os.path.exists(config_path):
             stored_file = self._read_json(config_path)
-            stored = stored_file.get("config")
-            if not isinstance(stored, dict):
-                raise CorruptRunError(
-                    f"{config_path} holds no run config. The run directory is damaged; "
-                    "delete it to start over."
-                )
+            stored = _check_config_file(config_path, stored_file, check)
             # A key the stored config lacks (a field added by a later
             # version) matches when the new config has its default value.
             stored = {**{k: v for k, v in defaults.items() if k in config}, **stored}
@@ -223,6 +280,7 @@ class RunDir:
             _warn_if_versions_changed(self.path, stored_file.get("versions"), extra)
         else:
             self.write_json("config.json", {"config": config, **(extra or {})})
+            self.fresh = True
         progress_path = os.path.join(self.path, "progress.json")
         self.progress = (
             self._read_json(progress_path)
@@ -239,7 +297,7 @@ class RunDir:
         if not isinstance(files, dict) or not isinstance(done, dict):
             raise CorruptRunError(
                 f"{progress_path} is damaged: expected a mapping with the mappings 'done' and "
-                f"'files', found {_shape(progress)}. Delete the run directory to start over."
+                f"'files', found {describe(progress)}. Delete the run directory to start over."
             )
         for name in _recorded_names(progress):
             self.file(name)
@@ -268,7 +326,7 @@ class RunDir:
         try:
             with open(path) as f:
                 return json.load(f)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:
             raise CorruptRunError(
                 f"Cannot read {path}: {error}. The run directory is damaged; "
                 "delete it (or the file) to start over."
@@ -312,15 +370,19 @@ class RunDir:
         base = os.path.basename(name)
         return self.write_bytes(name, render_to_bytes(save, base))
 
-    def commit(self, done=None, files=None, **replace):
+    def commit(self, done=None, files=None, forget=(), **replace):
         """Records progress and writes `progress.json` atomically.
 
         Call it after the files it names are written, so the record never
-        points at a file that is not complete.
+        points at a file that is not complete; and before deleting the files
+        it supersedes (`forget`), so it never points at a deleted one.
 
         Args:
             done: Dict of finished jobs to add (`job -> result row`).
             files: Dict of files to add (`name -> SHA-256`).
+            forget: Names of files no longer part of the run, dropped from
+                the record (delete them with `remove` after the commit).
+                Defaults to `()`.
             **replace: Top-level entries to set (or remove, with `None`).
 
         Example:
@@ -329,10 +391,11 @@ class RunDir:
         run.commit(done={"ticket-r00": row}, files={"masks/round_00.npz": sha})
         ```
         """
+        kept = {k: v for k, v in self.progress["files"].items() if k not in set(forget)}
         progress = {
             **self.progress,
             "done": {**self.progress["done"], **(done or {})},
-            "files": {**self.progress["files"], **(files or {})},
+            "files": {**kept, **(files or {})},
         }
         for key, value in replace.items():
             if value is None:
@@ -366,7 +429,7 @@ class RunDir:
                 f"{path} is missing or was never recorded as complete. The run directory "
                 "is damaged; delete it to start over."
             )
-        actual = _sha256(path)
+        actual = self._sha256(name, path)
         if actual != digest:
             raise CorruptRunError(
                 f"{path} is corrupted: its SHA-256 is {actual[:12]}..., the run recorded "
@@ -374,13 +437,79 @@ class RunDir:
             )
         return path
 
+    def _sha256(self, name, path):
+        """The file's SHA-256, computed once per process while the file is unchanged."""
+        stat = os.stat(path)
+        key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        known = self._digests.get(name)
+        if known is None or known[1] != key:
+            known = self._digests[name] = (_sha256(path), key)
+        return known[0]
+
+    def damaged_files(self):
+        """Every recorded file that is missing or differs from its recorded SHA-256.
+
+        The files are those of `progress["files"]` and of the entries that
+        record their own (the unfinished job's checkpoint).
+
+        Returns:
+            `{name: "missing"}` or `{name: "altered or truncated"}`, in name order.
+        """
+        damaged = {}
+        for name, digest in sorted(recorded_files(self.progress).items()):
+            path = self._readable(name)
+            if not os.path.isfile(path):
+                damaged[name] = "missing"
+            elif self._sha256(name, path) != digest:
+                damaged[name] = "altered or truncated"
+        return damaged
+
+    def discard(self):
+        """Removes what this process wrote to a run it started, when nothing was recorded.
+
+        For a run that fails before its first job is done or checkpointed:
+        its `config.json`, `flags.json`, `progress.json` and recorded files
+        go, and the folder too if this process created it and nothing else
+        is in it, so that a corrected command starts afresh. A run that did
+        not start here (`fresh` is false) is left as it is.
+
+        Returns:
+            Whether anything was removed.
+        """
+        progress = self.progress if hasattr(self, "progress") else {"done": {}}
+        if not self.fresh or progress.get("done") or progress.get("checkpoint"):
+            return False
+        names = ["config.json", "flags.json", "progress.json", *recorded_files(progress)]
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.file(name))
+        for folder in sorted({n.split("/")[0] for n in names if "/" in n}):
+            with contextlib.suppress(OSError):  # only if empty
+                os.rmdir(os.path.join(self.write_path, folder))
+        self.fresh = False
+        self.close()
+        if self.created:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.path)
+        return True
+
     def load_npz(self, name, digest=None):
-        """Loads a verified `.npz` into a dict of arrays."""
-        with np.load(self.verified(name, digest), allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+        """Loads a verified `.npz` into a dict of arrays (memory bounded by the file's size)."""
+        path = self.verified(name, digest)
+        try:
+            return read_npz(path)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+            raise CorruptRunError(
+                f"{path} is not a readable array file ({error}). The run directory is damaged "
+                "or was crafted; delete it to start over."
+            ) from error
 
     def remove(self, *names):
         """Deletes superseded files and forgets their checksums (at the next commit).
+
+        Forget them in the commit that supersedes them (`commit(forget=...)`)
+        first: a process killed between the two then leaves a stray file,
+        never a record of a deleted one.
 
         Raises:
             CorruptRunError: If a name is not that of a run file inside the
@@ -408,11 +537,62 @@ def _recorded_names(progress):
             yield from _recorded_names(value)
 
 
-def _shape(value):
-    """A short description of a JSON value's type, for error messages."""
+def recorded_files(progress):
+    """`{name: SHA-256}` of every file `progress.json` records.
+
+    Those of its `files`, and of its entries that record their own (the
+    unfinished job's checkpoint; the round end's are in `files` too).
+    """
+    files = dict(progress.get("files") or {})
+    for key, value in progress.items():
+        if key not in ("files", "done") and isinstance(value, dict):
+            entry = value.get("files")
+            for name, digest in entry.items() if isinstance(entry, dict) else ():
+                files.setdefault(name, digest)
+    return files
+
+
+def _check_config_file(path, stored, check):
+    """The run config `config.json` holds, after checking the file's fields."""
+    problem = None
+    config = stored.get("config") if isinstance(stored, dict) else None
+    versions = stored.get("versions", {}) if isinstance(stored, dict) else {}
+    if not isinstance(stored, dict):
+        problem = f"expected a mapping, found {describe(stored)}"
+    elif not isinstance(config, dict):
+        problem = f"field `config` holds no run config (found {describe(config)})"
+    elif not isinstance(versions, dict) or not all(isinstance(v, str) for v in versions.values()):
+        problem = (
+            f"field `versions`: expected a mapping of names to strings, found {describe(versions)}"
+        )
+    elif not isinstance(stored.get("hash", ""), str):
+        problem = f"field `hash`: expected a string, found {describe(stored['hash'])}"
+    elif check is not None:
+        try:
+            check(config)
+        except ValueError as error:
+            problem = f"field `config`: {error}"
+    if problem:
+        raise CorruptRunError(
+            f"{path} is damaged: {problem}. Restore the file (or undo the edit), or delete the "
+            "run directory to start over."
+        )
+    return config
+
+
+def describe(value):
+    """A short description of a JSON value, for error messages: `'a list'`, `"the string 'x'"`."""
     if isinstance(value, dict):
-        return f"a mapping with keys {sorted(value)[:6]}"
-    return f"a {type(value).__name__}"
+        return f"a mapping with keys {sorted(map(str, value))[:6]}"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)}"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    if isinstance(value, bool):
+        return f"the boolean {value}"
+    return f"the {type(value).__name__} {value!r:.40}"
 
 
 def _inside(root, name):

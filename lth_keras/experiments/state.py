@@ -5,7 +5,12 @@ the ticket, the pruner's progress and rewind snapshot (`-snapshot.npz`),
 recorded with their SHA-256 in `progress.json` by the run directory.
 """
 
+from lth_keras.experiments.rundir import CorruptRunError
+
 __all__ = ["RunState"]
+
+# What Keras and LotteryPruner raise on a weights file or a state they cannot use.
+_UNUSABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, OSError)
 
 
 class RunState:
@@ -55,7 +60,14 @@ class RunState:
             with self.scope(model):
                 model.optimizer.build(model.trainable_variables)
         weights = next(name for name in files if name.endswith(".weights.h5"))
-        model.load_weights(self.run_dir.verified(weights, files[weights]))
+        path = self.run_dir.verified(weights, files[weights])
+        try:
+            model.load_weights(path)
+        except _UNUSABLE as error:
+            raise CorruptRunError(
+                f"{path} does not fit the run's model ({error}). The run directory is damaged; "
+                "delete it to start over."
+            ) from error
         if pruner:
             name = next(name for name in files if name.endswith("-snapshot.npz"))
             snapshot = self.run_dir.load_npz(name, files[name])
@@ -63,7 +75,13 @@ class RunState:
             # The snapshot exists once the rewind point is taken (it may be
             # empty: a model whose weights are all in masked layers).
             taken = state["rewind_step"] is not None
-            self.pruner.set_state(dict(state, snapshot=snapshot if taken else None))
+            try:
+                self.pruner.set_state(dict(state, snapshot=snapshot if taken else None))
+            except _UNUSABLE as error:
+                raise CorruptRunError(
+                    f"The pruner state recorded with {weights} in progress.json cannot be "
+                    f"restored ({error!r}). The run directory is damaged; delete it to start over."
+                ) from error
 
     def save_checkpoint(self, job, model, period, records, wall, pruner):
         """Writes the checkpoint of an unfinished job, replacing the last one."""

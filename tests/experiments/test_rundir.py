@@ -7,7 +7,14 @@ import warnings
 import numpy as np
 import pytest
 
-from lth_keras.experiments.rundir import CorruptRunError, RunDir, atomic_write
+from lth_keras.experiments.config import ExperimentConfig
+from lth_keras.experiments.rundir import (
+    CorruptRunError,
+    RunDir,
+    RunDirInUseError,
+    _lock_file,
+    atomic_write,
+)
 
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path):
@@ -235,3 +242,161 @@ def test_names_in_progress_entries_are_checked_at_open(tmp_path, entry):
     with pytest.raises(CorruptRunError, match="not a file a run writes"):
         RunDir(run_path, {})
     assert victim.read_text() == "keep me"
+
+
+def _stored_config(**changes):
+    return {
+        "config": {**ExperimentConfig(rounds=1).to_dict(), **changes},
+        "hash": "0123456789",
+        "versions": {"lth_keras": "0.4.0"},
+    }
+
+
+@pytest.mark.parametrize(
+    "stored, message",
+    [
+        ([_stored_config()], "expected a mapping, found a list of 1"),
+        ({**_stored_config(), "config": []}, "field `config` holds no run config (found a list"),
+        (
+            _stored_config(rounds="1"),
+            "field `config`: Received an invalid value for `rounds`, expected an int >= 0. "
+            "Received: rounds='1'",
+        ),
+        (
+            _stored_config(learning_rate="fast"),
+            "field `config`: Received an invalid value for `learning_rate`, expected a finite "
+            "number. Received: learning_rate='fast'",
+        ),
+        (
+            _stored_config(controls={"reinit": 1}),
+            "field `config`: Received an invalid value for `controls`",
+        ),
+        (_stored_config(epochs=3), "field `config`: Received unknown config keys: ['epochs']"),
+        ({**_stored_config(), "versions": ["0.4.0"]}, "field `versions`: expected a mapping"),
+        ({**_stored_config(), "hash": 12}, "field `hash`: expected a string, found the int 12"),
+    ],
+    ids=[
+        "list",
+        "config-list",
+        "rounds-string",
+        "rate-string",
+        "controls-mapping",
+        "unknown-field",
+        "versions-list",
+        "hash-number",
+    ],
+)
+def test_hand_edited_config_json_names_the_field(tmp_path, stored, message):
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    before = sorted(os.listdir(tmp_path))
+    config = ExperimentConfig(rounds=1).to_dict()
+    with pytest.raises(CorruptRunError) as caught:
+        RunDir(tmp_path, config, check=ExperimentConfig.from_dict)
+    text = str(caught.value)
+    assert text.startswith(f"{tmp_path / 'config.json'} is damaged: ") and message in text
+    assert text.endswith(
+        "Restore the file (or undo the edit), or delete the run directory to start over."
+    )
+    assert sorted(os.listdir(tmp_path)) == before  # not even the lock is left
+
+
+def test_the_lock_file_lives_as_long_as_the_run(tmp_path):
+    run = RunDir(tmp_path, {})
+    assert (tmp_path / "lock").exists()
+    with pytest.raises(RunDirInUseError):  # another process: the flock of another open file
+        _lock_file(str(tmp_path))
+    run.close()
+    assert not (tmp_path / "lock").exists()
+    RunDir(tmp_path, {}).close()  # taken again at once
+    assert os.listdir(tmp_path) == ["config.json"]
+
+
+def test_a_lock_file_removed_while_waiting_is_not_a_lock(tmp_path, monkeypatch):
+    """A process that opened the lock file just before its holder removed it tries again."""
+    (tmp_path / "lock").write_text("")
+    stale = os.open(tmp_path / "lock", os.O_RDWR)
+    opened = []
+    real_open = os.open
+
+    def open_then_lose_the_race(path, *args):
+        fd = real_open(path, *args)
+        if not opened:  # the holder removes the file between our open and our flock
+            os.remove(path)
+            real_open(path, os.O_RDWR | os.O_CREAT)
+        opened.append(fd)
+        return fd
+
+    monkeypatch.setattr(os, "open", open_then_lose_the_race)
+    fd = _lock_file(str(tmp_path))
+    assert len(opened) == 2 and fd == opened[1]  # the first, of the removed file, was dropped
+    assert os.path.samestat(os.fstat(fd), os.stat(tmp_path / "lock"))
+    os.close(stale)
+    os.close(fd)
+
+
+def test_damaged_files_lists_every_recorded_file_missing_or_altered(tmp_path):
+    run = RunDir(tmp_path, {})
+    files = {name: run.write_bytes(name, b"x" * 10) for name in ("summary.txt", "metrics.csv")}
+    checkpoint = {
+        "job": "ticket-r00",
+        "files": {"checkpoints/ticket-r00-p0001.weights.h5": "0" * 64},
+    }
+    run.commit(files=files, checkpoint=checkpoint)
+    assert run.damaged_files() == {"checkpoints/ticket-r00-p0001.weights.h5": "missing"}
+    (tmp_path / "summary.txt").write_bytes(b"x" * 9)
+    os.remove(tmp_path / "metrics.csv")
+    assert run.damaged_files() == {
+        "checkpoints/ticket-r00-p0001.weights.h5": "missing",
+        "metrics.csv": "missing",
+        "summary.txt": "altered or truncated",
+    }
+
+
+def test_discard_removes_a_failed_start_and_nothing_else(tmp_path):
+    run = RunDir(tmp_path / "new", {"a": 1})
+    run.write_json("flags.json", {})
+    name = "checkpoints/ticket-r00-start.npz"
+    run.commit(
+        files={name: run.save_npz(name, {"k": np.ones(2)})},
+        start={"job": "ticket-r00", "file": name},
+    )
+    assert run.discard()
+    assert not (tmp_path / "new").exists()
+    # A folder that existed keeps what others put there.
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "notes.txt").write_text("mine")
+    run = RunDir(tmp_path / "old", {"a": 1})
+    assert run.discard()
+    assert os.listdir(tmp_path / "old") == ["notes.txt"]
+    # A run with a finished job or a checkpoint, or one started before, stays.
+    run = RunDir(tmp_path / "done", {"a": 1})
+    run.commit(done={"ticket-r00": {}})
+    assert not run.discard()
+    run.close()
+    again = RunDir(tmp_path / "done", {"a": 1})
+    assert not again.discard()
+    assert sorted(os.listdir(tmp_path / "done")) == ["config.json", "lock", "progress.json"]
+    again.close()
+
+
+@pytest.mark.parametrize("where", ["itself", "above"])
+def test_a_file_in_place_of_the_run_directory_is_a_value_error(tmp_path, where):
+    (tmp_path / "file").write_text("keep me")
+    path = tmp_path / "file" if where == "itself" else tmp_path / "file" / "run"
+    with pytest.raises(
+        ValueError, match=f"Cannot use {path} as a run directory: it or a folder above it is a file"
+    ):
+        RunDir(path, {})
+    assert (tmp_path / "file").read_text() == "keep me"
+
+
+def test_superseded_files_are_forgotten_before_they_are_deleted(tmp_path):
+    run = RunDir(tmp_path, {})
+    old = {"state/round_00.weights.h5": run.write_bytes("state/round_00.weights.h5", b"old")}
+    run.commit(files=old)
+    new = {"state/round_01.weights.h5": run.write_bytes("state/round_01.weights.h5", b"new")}
+    run.commit(files=new, forget=list(old))
+    # Killed here: the record names no file that is about to go.
+    assert json.loads((tmp_path / "progress.json").read_text())["files"] == new
+    run.remove(*old)
+    assert run.damaged_files() == {} and not (tmp_path / "state" / "round_00.weights.h5").exists()
