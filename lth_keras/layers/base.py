@@ -95,6 +95,15 @@ def kept(mask, value):
     return ops.where(mask, value, ops.zeros_like(value))
 
 
+def _read(variable):
+    """The variable's current value as a tensor (on TensorFlow, a read op, not the resource)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf  # the backend in use
+
+        return tf.identity(ops.convert_to_tensor(variable))
+    return ops.convert_to_tensor(variable)
+
+
 def _gradient_masked(kernel, mask):
     """`where(mask, kernel, 0)` for a kernel already zero where `mask` is False.
 
@@ -109,6 +118,10 @@ def _gradient_masked(kernel, mask):
 
     @ops.custom_gradient
     def masked(value):
+        # The mask is read here, not in `grad`: a gradient function that reads
+        # a variable fails inside TensorFlow's while loops (recurrent cells).
+        mask_value = _read(mask)
+
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
@@ -116,13 +129,13 @@ def _gradient_masked(kernel, mask):
                 # A sparse gradient (rows of an embedding lookup, TensorFlow's
                 # IndexedSlices) stays sparse. Not tested by `indices`: every
                 # PyTorch tensor has an `indices()` method.
-                rows = ops.take(ops.convert_to_tensor(mask), upstream.indices, axis=0)
+                rows = ops.take(mask_value, upstream.indices, axis=0)
                 return type(upstream)(
                     kept(rows, upstream.values),
                     upstream.indices,
                     upstream.dense_shape,
                 )
-            return kept(mask, upstream)
+            return kept(mask_value, upstream)
 
         return ops.convert_to_tensor(value), grad
 
