@@ -259,8 +259,11 @@ def run_from_flags(values):
     error a user can act on (a full disk, a run directory in use, missing
     data, a damaged file, a value refused at run time) is printed as one
     line, `error: ...`, and the process exits with status 1 (130 when
-    interrupted); `--debug` shows the traceback instead. Bad flag values
-    are refused earlier, by `parse_flags` (status 2).
+    interrupted); `--debug` shows the traceback instead. Any other
+    exception is printed as one line too, naming its type. Bad flag values
+    are refused earlier, by `parse_flags` (status 2). Warnings (a run
+    resumed on other versions, damaged files made again, a cache that
+    cannot be written) are one line each, `warning: ...`.
 
     Args:
         values: `absl.flags.FLAGS` (parsed).
@@ -282,6 +285,7 @@ def run_from_flags(values):
         logging.set_verbosity(logging.ERROR)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.showwarning = _show_warning
     if flag_values["debug"]:
         return _run(values, flag_values)
     from lth_keras.experiments.rundir import CorruptRunError, RunDirInUseError
@@ -298,12 +302,43 @@ def run_from_flags(values):
                 "the run resumes from its last complete checkpoint."
             )
         _fail(message, 1)
+    except Exception as error:  # noqa: BLE001 - one line, not a traceback; --debug has it
+        first = (str(error).strip().splitlines() or [""])[0]
+        _fail(f"{type(error).__name__}: {first} (--debug shows the traceback)", 1)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings as one line on stderr, like errors."""
+    print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr, flush=True)
 
 
 def _fail(message, status):
     sys.stdout.flush()
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
+
+
+def _enable_compile_cache():
+    """The XLA compile cache, or a warning and none if its folder cannot be written."""
+    from lth_keras.tensorflow.compile_cache import enable_compile_cache
+
+    before = os.environ.get("TF_XLA_FLAGS")
+    try:
+        folder = enable_compile_cache()
+        problem = None if os.access(folder, os.W_OK | os.X_OK) else "Permission denied"
+    except OSError as error:
+        folder, problem = error.filename or "the cache folder", error.strerror or str(error)
+    if problem is None:
+        return
+    if before is None:
+        os.environ.pop("TF_XLA_FLAGS", None)
+    else:
+        os.environ["TF_XLA_FLAGS"] = before
+    warnings.warn(
+        f"The compile cache {folder} cannot be written ({problem}); running without it "
+        "(set LTH_KERAS_CACHE to a writable folder, or pass --nocompile_cache).",
+        stacklevel=2,
+    )
 
 
 def _run(values, flag_values):
@@ -318,9 +353,7 @@ def _run(values, flag_values):
         # A multi-worker strategy must exist before other TensorFlow work.
         strategy = distribute.get_strategy(flag_values["strategy"], flag_values["tpu"])
         if flag_values["compile_cache"]:
-            from lth_keras.tensorflow.compile_cache import enable_compile_cache
-
-            enable_compile_cache()  # before the first XLA compilation of this process
+            _enable_compile_cache()  # before the first XLA compilation of this process
     elif flag_values["strategy"] != "default":
         raise ValueError(
             "--strategy picks a tf.distribute strategy and needs the TensorFlow backend. "

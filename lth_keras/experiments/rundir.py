@@ -481,7 +481,7 @@ class RunDir:
             return False
         names = ["config.json", "flags.json", "progress.json", *recorded_files(progress)]
         for name in names:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # best effort: the run's own error matters
                 os.remove(self.file(name))
         for folder in sorted({n.split("/")[0] for n in names if "/" in n}):
             with contextlib.suppress(OSError):  # only if empty

@@ -48,19 +48,22 @@ import tempfile
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 import lth_keras
 from lth_keras import _compat
+from lth_keras import masks as masks_lib
 from lth_keras.callbacks import LotteryPruner
+from lth_keras.experiments import checks, early_bird, report, runfiles
 from lth_keras.experiments import data as data_lib
-from lth_keras.experiments import early_bird, report
 from lth_keras.experiments.arms import ARMS, schedule
 from lth_keras.experiments.jobs import Jobs
 from lth_keras.experiments.placement import Placement
 from lth_keras.experiments.progress import RunProgress
-from lth_keras.experiments.rundir import RunDir
+from lth_keras.experiments.rundir import CorruptRunError, RunDir
 from lth_keras.experiments.state import RunState
+from lth_keras.experiments.verify import verify_run
 from lth_keras.rewind import OptimizerReset
 
 __all__ = ["default_run_dir", "run"]
@@ -113,10 +116,20 @@ def run(config, run_dir=None, *, strategy=None, verbose=1, checkpoint_every=None
     Returns:
         The result rows of all jobs (see `lth_keras.report`).
 
+    Everything that can be checked before training (the config against the
+    data set, the model's layer names, the memory a batch needs) is checked
+    before the run directory is created or locked. A rerun first verifies
+    every recorded file of the directory (`lth_keras.experiments.verify`):
+    what can be made from the rest again is, with a warning. A run that
+    fails before its first job is done or checkpointed removes what it
+    wrote, so the corrected command starts afresh.
+
     Raises:
-        ValueError: If `run_dir` holds a run with a different config.
-        lth_keras.experiments.rundir.CorruptRunError: If a file of the run directory
-            is truncated or altered.
+        ValueError: If `run_dir` holds a run with a different config, or
+            the config does not fit the data or the model.
+        lth_keras.experiments.rundir.CorruptRunError: If a file of the run
+            directory is truncated, altered or malformed and cannot be made
+            again from the others.
 
     Example:
 
@@ -143,9 +156,11 @@ def run(config, run_dir=None, *, strategy=None, verbose=1, checkpoint_every=None
             checkpoint_every,
         )
         try:
-            if flag_values is not None:
-                experiment.run_dir.write_json("flags.json", flag_values)
-            return experiment.run()
+            return experiment.run(flag_values)
+        except BaseException:
+            if experiment.chief:
+                experiment.run_dir.discard()  # only a run that recorded nothing
+            raise
         finally:
             experiment.run_dir.close()
             if not experiment.chief:
@@ -167,6 +182,7 @@ class Experiment:
         self.verbose = verbose if self.chief else 0
         self.checkpoint_every = checkpoint_every
         started = time.monotonic()  # the plots' clock
+        self._build(config)  # and check it against the data and model: nothing is written yet
         versions = {
             "lth_keras": lth_keras.__version__,
             "keras": keras.__version__,
@@ -182,21 +198,24 @@ class Experiment:
                 extra={"hash": config.hash(), "versions": versions},
                 write_to=write_to,
                 defaults=type(config)().to_dict(),
+                check=type(config).from_dict,
             )
         except BaseException:
             if write_to:
                 shutil.rmtree(write_to, ignore_errors=True)
             raise
         try:
+            self._check_progress(config)
             self.run_progress = RunProgress(config, run_dir, self.run_dir.progress)
             if self.verbose:
                 self.run_progress.write(self.run_progress.first_line())
-            self._build(config, started)
+            self._open(config, started)
         except BaseException:
             self.run_dir.close()
             raise
 
-    def _build(self, config, started):
+    def _build(self, config):
+        """The data, the model and the pruner, checked against the config; nothing written."""
         keras.utils.set_random_seed(config.seed)
         self.splits = data_lib.load(
             config.dataset,
@@ -221,6 +240,16 @@ class Experiment:
             seed=config.seed,
             verbose=1 if self.verbose >= 2 else 0,
         )
+        checks.check_fit(config, self.splits, self.model)
+
+    def _check_progress(self, config):
+        """Checks every field of the run directory's `progress.json` before it is used."""
+        masked = sum(int(np.prod(m.shape)) for m in masks_lib.get_masks(self.model).values())
+        path = os.path.join(self.run_dir.path, "progress.json")
+        runfiles.check_progress(self.run_dir.progress, config, path, masked_weights=masked)
+
+    def _open(self, config, started):
+        """Sets up the run's state and jobs on its run directory."""
         self._early_bird = early_bird.rule(config)
         self.state = RunState(self.run_dir, self.pruner, self._scope)
         self._state_round = -1  # the round whose end state self.model holds
@@ -246,7 +275,12 @@ class Experiment:
 
     # Jobs ------------------------------------------------------------------
 
-    def run(self):
+    def run(self, flag_values=None):
+        """Runs every job not done yet (after verifying the run directory); returns the rows."""
+        if self.chief:
+            verify_run(self)
+        if flag_values is not None:
+            self.run_dir.write_json("flags.json", flag_values)
         for name, round_ in schedule(self.config):
             if _job(name, round_) not in self.run_dir.progress["done"]:
                 if name == "ticket":
@@ -254,7 +288,7 @@ class Experiment:
                 else:
                     self._control_job(ARMS.get(name), round_)
         if "final" not in self.run_dir.progress:
-            self._load_round_end(self.config.rounds)
+            self.load_round_end(self.config.rounds)
             digest = self.run_dir.save_with("ticket.keras", self.model.save)
             self.run_dir.commit(files={"ticket.keras": digest}, final=True)
         rows = list(self.run_dir.progress["done"].values())
@@ -295,7 +329,7 @@ class Experiment:
         resumed = self.state.load_checkpoint(job, self.model, pruner=True)
         if resumed is None:
             if round_ > 0:
-                self._load_round_end(round_ - 1)
+                self.load_round_end(round_ - 1)
             resumed = (arm.start_period(self.config, round_), [], 0.0)
         else:
             self._state_round = None
@@ -311,7 +345,7 @@ class Experiment:
         name = f"{job}-full"
         resumed = self.state.load_checkpoint(name, self.model)
         if resumed is None:
-            self._load_round_end(round_)
+            self.load_round_end(round_)
             period = drawn["records"][-1]["iteration"] // self.config.eval_every
             resumed = (period, list(drawn["records"]), drawn["wall"])
         self._state_round = None  # the model leaves the round-end state
@@ -350,12 +384,18 @@ class Experiment:
             self._control = (self.model, reset)
         return self._control
 
-    def _load_round_end(self, round_):
+    def load_round_end(self, round_):
+        """Puts the model and the pruner in the state that ends ticket round `round_`."""
         if self._state_round == round_:
             return
-        end = self.run_dir.progress["round_end"]
-        if end["round"] != round_:
-            raise RuntimeError(f"Expected the end state of round {round_}, found {end['round']}.")
+        end = self.run_dir.progress.get("round_end")
+        if end is None or end["round"] != round_:
+            raise CorruptRunError(
+                f"{os.path.join(self.run_dir.path, 'progress.json')} is damaged: field "
+                f"`round_end` should hold the end of round {round_}, found "
+                f"{'none' if end is None else end['round']}. Delete the run directory to start "
+                "over."
+            )
         self.state.load(end, self.model, pruner=True)
         self._state_round = round_
 

@@ -126,6 +126,11 @@ def test_cifar10_examples_with_mock_data(script, model, masked, tmp_path):
         ("--eval_rounds=3", "() unless early_bird=True"),
         ("--model=conv2", "flag --model=conv2: value should be one of <lenet>"),
         ("--ratee=0.1", "Unknown command line flag 'ratee'"),
+        ("--iterations=1e19", "flag --iterations=1e19: invalid literal for int()"),
+        (
+            "--iterations=10000000000000000000",
+            "expected an int of at most 1000000000. Received: iterations=10000000000000000000",
+        ),
     ],
     ids=[
         "rate",
@@ -137,6 +142,8 @@ def test_cifar10_examples_with_mock_data(script, model, masked, tmp_path):
         "eval-rounds",
         "model",
         "unknown",
+        "iterations-float",
+        "iterations-bound",
     ],
 )
 def test_bad_flags_give_one_line_and_status_2(flag, message, tmp_path):

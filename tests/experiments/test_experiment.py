@@ -101,18 +101,101 @@ def test_rerun_skips_finished_work_and_other_configs_are_refused(finished, capsy
         experiment.run(preset("lenet", **dict(TINY, rounds=3)), run_dir, verbose=0)
 
 
-@pytest.mark.slow
-def test_corrupted_file_is_detected(finished, tmp_path):
-    source, _ = finished
-    run_dir = tmp_path / "copy"
+def _killed_before(source, run_dir, job):
+    """A copy of a finished run as if killed before its last job, `job`, finished."""
     subprocess.run(["cp", "-r", str(source), str(run_dir)], check=True)
     progress = json.loads((run_dir / "progress.json").read_text())
-    del progress["done"]["random-r02"]  # as if killed before this control finished
+    del progress["done"][job], progress["final"], progress["files"]["ticket.keras"]
     (run_dir / "progress.json").write_text(json.dumps(progress))
+
+
+@pytest.mark.slow
+def test_damaged_files_are_made_again_or_stop_the_run(finished, tmp_path):
+    source, rows = finished
+    run_dir = tmp_path / "copy"
+    _killed_before(source, run_dir, "random-r02")
     masks = run_dir / "masks" / "round_02.npz"
-    masks.write_bytes(masks.read_bytes()[:-100])  # truncated
-    with pytest.raises(CorruptRunError, match="round_02.npz is corrupted"):
+    masks.write_bytes(masks.read_bytes()[:-100])  # the last round's: its state holds them
+    with pytest.warns(UserWarning, match="masks/round_02.npz altered or truncated: made again"):
+        again = experiment.run(preset("lenet", **TINY), run_dir, verbose=0)
+    assert [r["kind"] for r in again] == [r["kind"] for r in rows]
+    for name in ("round_02.npz", "round_01.npz"):
+        a, b = np.load(source / "masks" / name), np.load(run_dir / "masks" / name)
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key])
+    # An earlier round's masks: held nowhere else.
+    run_dir = tmp_path / "copy2"
+    _killed_before(source, run_dir, "random-r02")
+    masks = run_dir / "masks" / "round_01.npz"
+    masks.write_bytes(masks.read_bytes()[:-100])
+    with pytest.raises(
+        CorruptRunError, match=r"cannot be made again from the others: masks/round_01.npz \(altered"
+    ):
         experiment.run(preset("lenet", **TINY), run_dir, verbose=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damaged", ["checkpoint", "start"])
+def test_a_damaged_checkpoint_restarts_its_job_to_the_same_results(damaged, tmp_path, monkeypatch):
+    config = preset("lenet", **dict(TINY, rounds=0, controls=()))
+    reference = experiment.run(config, tmp_path / "reference", verbose=0)
+    monkeypatch.setattr(experiment, "CHECKPOINT_SECONDS", 0.0)  # one at every period but the last
+
+    def crash(*args, **kwargs):
+        raise _Crash()
+
+    monkeypatch.setattr(jobs.Jobs, "finish", crash)
+    run_dir = tmp_path / "run"
+    with pytest.raises(_Crash):
+        experiment.run(config, run_dir, verbose=0)
+    monkeypatch.undo()
+    progress = json.loads((run_dir / "progress.json").read_text())
+    assert progress["checkpoint"]["period"] == 2
+    if damaged == "checkpoint":
+        name = next(n for n in progress["checkpoint"]["files"] if n.endswith(".h5"))
+    else:
+        name = progress["start"]["file"]
+    (run_dir / name).write_bytes(b"damaged")
+    with pytest.warns(UserWarning, match=f"{name} altered or truncated: ticket-r00 starts again"):
+        resumed = experiment.run(config, run_dir, verbose=0)
+    for a, b in zip(reference, resumed, strict=True):
+        a, b = dict(a), dict(b)
+        a.pop("wall_seconds"), b.pop("wall_seconds")
+        assert a == b
+    assert not os.listdir(run_dir / "checkpoints")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"exclude": ("nosuchlayer",)}, "Received a key in `exclude` that matches no masked layer"),
+        ({"validation_examples": 100000}, "expected an int in (0, 60000) for mnist"),
+        ({"train_examples": 50, "batch_size": 60}, "expected at most the 50 training images"),
+    ],
+    ids=["exclude", "validation-examples", "batch-size"],
+)
+def test_what_does_not_fit_is_refused_before_the_run_directory_exists(changes, message, tmp_path):
+    with pytest.raises(ValueError) as caught:
+        experiment.run(preset("lenet", **dict(TINY, **changes)), tmp_path / "run", verbose=0)
+    assert message in str(caught.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_batch_whose_activations_cannot_fit_in_memory_is_refused():
+    from lth_keras.experiments import checks
+
+    model = lth_keras.prunable(
+        keras.Sequential([keras.Input((784,)), keras.layers.Dense(300), keras.layers.Dense(10)])
+    )
+
+    class Splits:
+        train_size = 55000
+
+    config = preset("lenet", batch_size=50000)
+    checks.check_fit(config, Splits(), model, memory=2**40)  # 1 TiB: fits
+    with pytest.raises(ValueError, match="one batch of 50000 needs at least 59 MiB for its"):
+        checks.check_fit(config, Splits(), model, memory=2**25)
 
 
 RUNNER = """

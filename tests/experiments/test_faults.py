@@ -1,7 +1,10 @@
 """Faults users meet: a full disk, a read-only folder, two runs in one directory,
-missing data offline, a damaged file. Each gives one line and exit status 1,
-and nothing written before is lost."""
+missing data offline, damaged or hand-edited run files, damaged data, values
+that cannot fit. Each gives one line and exit status 1, and nothing written
+before is lost; what can be made again from the other files is, with a
+warning."""
 
+import json
 import os
 import shutil
 import signal
@@ -9,10 +12,12 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 from helpers import MNIST_DIR, REPO, pythonpath
 
+import lth_keras
 from lth_keras.experiments import data
 
 SCRIPT = os.path.join(REPO, "examples", "lenet_mnist.py")
@@ -49,6 +54,26 @@ def _one_error_line(result):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
     return lines[0]
+
+
+def _files(run_dir):
+    """Every file under `run_dir` with its bytes: what "nothing changed on disk" compares."""
+    return {p: p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def _edit(path, change):
+    value = json.loads(path.read_text())
+    path.write_text(json.dumps(change(value)))
+
+
+def _unfinished(job):
+    """A change of `progress.json` back to before `job`, the last, finished."""
+
+    def change(progress):
+        del progress["done"][job], progress["final"], progress["files"]["ticket.keras"]
+        return progress
+
+    return change
 
 
 def _masks(run_dir):
@@ -167,16 +192,18 @@ def test_missing_data_offline_fails_within_seconds(tmp_path):
 def test_damaged_file_one_line_and_traceback_with_debug(tmp_path, reference):
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir)
-    # As if killed before the last control finished; then damage its input.
-    import json
-
-    progress = json.loads((run_dir / "progress.json").read_text())
-    del progress["done"]["reinit-r01"]
-    (run_dir / "progress.json").write_text(json.dumps(progress))
-    masks = run_dir / "masks" / "round_01.npz"
+    # As if killed before the last control finished; then damage a file no other holds.
+    _edit(run_dir / "progress.json", _unfinished("reinit-r01"))
+    masks = run_dir / "masks" / "round_00.npz"
     masks.write_bytes(masks.read_bytes()[:-50])
+    before = _files(run_dir)
     line = _one_error_line(_run(*TINY, f"--output_dir={run_dir}"))
-    assert "round_01.npz is corrupted" in line
+    assert line == (
+        f"error: The run directory {run_dir} has damaged files that cannot be made again from "
+        "the others: masks/round_00.npz (altered or truncated). Restore them from a copy of "
+        "the run directory, or delete it to start over."
+    )
+    assert _files(run_dir) == before
     debug = _run(*TINY, f"--output_dir={run_dir}", "--debug")
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 
@@ -185,8 +212,6 @@ def test_damaged_file_one_line_and_traceback_with_debug(tmp_path, reference):
 @pytest.mark.parametrize("where", ["absolute", "relative"])
 def test_crafted_progress_cannot_delete_files_outside(tmp_path, reference, where):
     """A stale checkpoint entry naming a file outside the run (issue 26, item 1)."""
-    import json
-
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     run_dir = tmp_path / "a" / "run"
@@ -202,3 +227,202 @@ def test_crafted_progress_cannot_delete_files_outside(tmp_path, reference, where
     assert victim.read_text() == "keep me"
     after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != "lock"}
     assert after == {p: b for p, b in before.items() if p.name != "lock"}
+
+
+def test_the_lock_is_removed_when_the_run_ends(reference):
+    assert not (reference / "lock").exists()
+
+
+def _set(*keys, to):
+    def change(value):
+        inner = value
+        for key in keys[:-1]:
+            inner = inner[key]
+        inner[keys[-1]] = to
+        return value
+
+    return change
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name, change, message",
+    [
+        (
+            "config.json",
+            _set("config", "iterations", to="40"),
+            "config.json is damaged: field `config`: Received an invalid value for `iterations`, "
+            "expected an int >= 1. Received: iterations='40'",
+        ),
+        (
+            "progress.json",
+            _set("done", "ticket-r01", "test_accuracy_es", to="0.85"),
+            "progress.json is damaged: field `done.ticket-r01.test_accuracy_es` should be a "
+            "number in [0, 1], found the string '0.85'",
+        ),
+        (
+            "progress.json",
+            _set("round_end", "round", to=0),
+            "progress.json is damaged: field `round_end.round` should be 1, the last ticket "
+            "round finished, found the int 0",
+        ),
+    ],
+    ids=["config-string", "progress-string", "progress-round"],
+)
+def test_hand_edited_run_files_give_one_line(tmp_path, reference, name, change, message):
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    _edit(run_dir / name, change)
+    before = _files(run_dir)
+    line = _one_error_line(_run(*TINY, f"--output_dir={run_dir}"))
+    assert line.startswith(f"error: {run_dir / name} is damaged: ") and message in line
+    assert line.endswith(
+        "Restore the file (or undo the edit), or delete the run directory to start over."
+    )
+    assert _files(run_dir) == before
+
+
+@pytest.mark.slow
+def test_finished_run_makes_damaged_files_again_and_says_so(tmp_path, reference):
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    (run_dir / "ticket.keras").unlink()
+    masks = run_dir / "masks" / "round_01.npz"  # the last round: its state holds the masks
+    masks.write_bytes(masks.read_bytes()[:-50])
+    (run_dir / "metrics.csv").unlink()
+    plot = run_dir / "plots" / "accuracy.png"
+    plot.write_bytes(plot.read_bytes()[:100])
+    result = _run(*TINY, f"--output_dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.splitlines() == [
+        f"warning: {run_dir}: ticket.keras missing: saved again from state/round_01.weights.h5.",
+        f"warning: {run_dir}: masks/round_01.npz altered or truncated: made again from "
+        "state/round_01.weights.h5.",
+        f"warning: {run_dir}: metrics.csv, plots/accuracy.png missing, damaged or out of date: "
+        "made again from the results in progress.json.",
+    ]
+    assert result.stdout.endswith((reference / "summary.txt").read_text())
+    masks, reference_masks = _masks(run_dir), _masks(reference)
+    assert masks.keys() == reference_masks.keys()
+    for name in masks:
+        for key in reference_masks[name]:
+            np.testing.assert_array_equal(masks[name][key], reference_masks[name][key])
+    for name in ("metrics.csv", "metrics.jsonl", "summary.txt"):
+        assert (run_dir / name).read_bytes() == (reference / name).read_bytes()
+    assert plot.read_bytes() == (reference / "plots" / "accuracy.png").read_bytes()
+    ticket = lth_keras.get_masks(keras.models.load_model(run_dir / "ticket.keras"))
+    for key, mask in _masks(reference)["round_01.npz"].items():
+        np.testing.assert_array_equal(ticket[key], mask)
+    # The new checksums are recorded: the next run finds nothing to say.
+    again = _run(*TINY, f"--output_dir={run_dir}")
+    assert again.returncode == 0 and again.stderr == "", again.stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "damage, listed",
+    [
+        (
+            {"rewind.ticket.npz": "truncate", "masks/round_00.npz": "delete"},
+            "masks/round_00.npz (missing), rewind.ticket.npz (altered or truncated)",
+        ),
+        (
+            {"state/round_01.weights.h5": "truncate", "ticket.keras": "truncate"},
+            "state/round_01.weights.h5 (altered or truncated), ticket.keras (altered or truncated)",
+        ),
+        ({"records/ticket-r00.json": "delete"}, "records/ticket-r00.json (missing)"),
+    ],
+    ids=["rewind-and-masks", "state-and-ticket", "records"],
+)
+def test_finished_run_with_files_lost_one_line(tmp_path, reference, damage, listed):
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    for name, how in damage.items():
+        path = run_dir / name
+        if how == "delete":
+            path.unlink()
+        else:
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    before = _files(run_dir)
+    result = _run(*TINY, f"--output_dir={run_dir}")
+    line = _one_error_line(result)
+    assert f"cannot be made again from the others: {listed}. Restore them" in line
+    assert "winning ticket" not in result.stdout  # no table
+    assert _files(run_dir) == before
+
+
+@pytest.fixture
+def tfds_copy(tmp_path):
+    copy = tmp_path / "tfds"
+    shutil.copytree(MNIST_DIR, copy)
+    return copy, next((copy / "mnist").iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_damaged_tfds_shard_one_line(tmp_path, tfds_copy, damage):
+    copy, folder = tfds_copy
+    shard = folder / "mnist-test.tfrecord-00000-of-00001"
+    if damage == "missing":
+        shard.unlink()
+        problem = "is missing"
+    else:
+        shard.write_bytes(shard.read_bytes()[:100000])
+        problem = "is truncated or altered (the test split has 100000 bytes"
+    env = _env(TFDS_DATA_DIR=str(copy), LTH_KERAS_CACHE=str(tmp_path / "cache"))
+    line = _one_error_line(_run(*TINY, f"--output_dir={tmp_path / 'run'}", env=env))
+    shard_name = "mnist-test.tfrecord-00000-of-00001"
+    assert line.startswith(f"error: The mnist data in {folder} is damaged: {shard_name} {problem}")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        (
+            "--batch_size=1000000",
+            "Received an invalid value for `batch_size`, expected at most the 300 training "
+            "images of mnist (validation_examples=100 held out). Received: batch_size=1000000",
+        ),
+        (
+            "--layer_rates=nosuchlayer=0.5",
+            "Received a key in `layer_rates` that matches no masked layer name or type. "
+            "Received: 'nosuchlayer'; layers: ['fc1', 'fc2', 'output']",
+        ),
+    ],
+    ids=["batch-size", "layer-rates"],
+)
+def test_values_that_do_not_fit_are_refused_before_anything_is_written(tmp_path, flag, message):
+    line = _one_error_line(_run(*TINY, flag, f"--output_dir={tmp_path / 'run'}"))
+    assert message in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_failed_start_leaves_nothing_and_an_unwritable_cache_is_skipped(tmp_path):
+    run_dir = tmp_path / "run"
+    # Refused when round 0 starts, after the run directory was made: it is removed again.
+    line = _one_error_line(_run(*TINY, "--structure=block:1x16", f"--output_dir={run_dir}"))
+    assert "'block:1x16'" in line and not run_dir.exists()
+    # The corrected command runs, with a cache that cannot be written (a file in its path).
+    (tmp_path / "file").write_text("not a folder")
+    env = _env(LTH_KERAS_CACHE=str(tmp_path / "file" / "cache"))
+    result = _run(*TINY, f"--output_dir={run_dir}", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [warning] = result.stderr.splitlines()
+    assert warning.startswith(f"warning: The compile cache {tmp_path / 'file' / 'cache'}")
+    assert "cannot be written (Not a directory); running without it" in warning
+    assert "winning ticket" in result.stdout and not (run_dir / "lock").exists()
+
+
+@pytest.mark.slow
+def test_output_dir_that_is_a_file_one_line(tmp_path):
+    path = tmp_path / "results.txt"
+    path.write_text("keep me")
+    line = _one_error_line(_run(*TINY, f"--output_dir={path}"))
+    assert line == (
+        f"error: Cannot use {path} as a run directory: it or a folder above it is a file. Use "
+        "another --output_dir, or move the file away."
+    )
+    assert path.read_text() == "keep me" and os.listdir(tmp_path) == ["results.txt"]
