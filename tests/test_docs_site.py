@@ -14,17 +14,24 @@ griffe = pytest.importorskip("griffe")
 
 DOCS = pathlib.Path(REPO) / "docs"
 
-#: The packages whose `__all__` the site documents.
-PUBLIC = (
-    "lth_keras",
-    "lth_keras.layers",
-    "lth_keras.pruning",
-    "lth_keras.callbacks",
-    "lth_keras.experiments",
-    "lth_keras.tensorflow.export",
-    "lth_keras.tensorflow.distribute",
-    "lth_keras.tensorflow.compile_cache",
-)
+
+def _public_modules():
+    """`lth_keras` and each of its packages; a package without `__all__`, its modules."""
+    root = pathlib.Path(REPO) / "lth_keras"
+    modules = ["lth_keras"]
+    for init in sorted(root.glob("*/__init__.py")):
+        package = f"lth_keras.{init.parent.name}"
+        if init.parent.name.startswith("_"):
+            continue
+        if hasattr(importlib.import_module(package), "__all__"):
+            modules.append(package)
+        else:  # lth_keras.tensorflow: export, distribute, compile_cache
+            modules += sorted(f"{package}.{path.stem}" for path in init.parent.glob("[!_]*.py"))
+    return modules
+
+
+#: The modules whose `__all__` the site documents.
+PUBLIC = _public_modules()
 
 _TWINS = (
     "MaskedConv1D MaskedConv1DTranspose MaskedConv2D MaskedConv2DTranspose MaskedConv3D "
