@@ -74,7 +74,7 @@ def score_seconds(levels_remaining):
     """Seconds SNIP, GraSP and SynFlow take to prune a fresh LeNet to each level."""
     import numpy as np
 
-    from lth_keras import prunable, pruning
+    from lth_keras import prunable, saliency
     from lth_keras.experiments import data, models, training
     from lth_keras.experiments.arms import AT_INIT_EXAMPLES_PER_CLASS
 
@@ -85,16 +85,16 @@ def score_seconds(levels_remaining):
     batch = (np.concatenate(xs)[:count], np.concatenate(ys)[:count])
     seconds = {}
     for name, score in (
-        ("snip", lambda: pruning.Snip(data=batch)),
-        ("grasp", lambda: pruning.GraSP(data=batch)),
-        ("synflow", pruning.SynFlow),
+        ("snip", lambda: saliency.Snip(data=batch)),
+        ("grasp", lambda: saliency.GraSP(data=batch)),
+        ("synflow", saliency.SynFlow),
     ):
         for round_, remaining in levels_remaining.items():
             model = training.compile_for(
                 prunable(models.build_model("lenet", splits.input_shape, 10)), config
             )
             began = time.perf_counter()
-            pruning.prune_at_init(model, score(), 1.0 - remaining, scope="global")
+            saliency.prune_at_init(model, score(), 1.0 - remaining, scope="global")
             seconds[(name, round_)] = time.perf_counter() - began
     return seconds
 

@@ -31,7 +31,7 @@ for _ in range(5):
 ```
 """
 
-from lth_keras import analysis, callbacks, layers, masks, pruning, schedules
+from lth_keras import analysis, callbacks, layers, masks, pruning, saliency, schedules
 from lth_keras.callbacks import LotteryPruner
 from lth_keras.compact import compact
 from lth_keras.convert import prunable, strip_masks
@@ -63,6 +63,7 @@ from lth_keras.masks import (
 )
 from lth_keras.saving import load_model
 from lth_keras.summary import summary
+from lth_keras.targets import Targets
 from lth_keras.tickets import Ticket, load_ticket, save_ticket
 
 __version__ = "0.4.0"
@@ -86,6 +87,7 @@ __all__ = [
     "MaskedSeparableConv1D",
     "MaskedSeparableConv2D",
     "MaskedSimpleRNNCell",
+    "Targets",
     "Ticket",
     "__version__",
     "analysis",
@@ -100,6 +102,7 @@ __all__ = [
     "masks",
     "prunable",
     "pruning",
+    "saliency",
     "save_ticket",
     "schedules",
     "set_masks",

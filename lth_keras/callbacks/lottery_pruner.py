@@ -18,6 +18,7 @@ from lth_keras.callbacks.resets import ResetContext, get_reset
 from lth_keras.options import check_int, check_pruning_options
 from lth_keras.pruning import early_bird as early_bird_lib
 from lth_keras.rewind import OptimizerReset, WeightSnapshot, describe, moves_pruned_weights
+from lth_keras.targets import Targets
 
 __all__ = ["LotteryPruner"]
 
@@ -79,24 +80,19 @@ def _check_weights(model):
                     "backend."
                 )
         if not bool(keras.ops.convert_to_numpy(keras.ops.all(finite))):
+            name = describe(model.optimizer)
             hint = (
                 " Keras' Adafactor divides 0 by 0 where a whole row and a whole column of a "
                 "kernel get no gradient (units that pruning cut off); use another optimizer."
-                if "Adafactor" in type(model.optimizer).__name__
+                if "Adafactor" in name
                 else ""
             )
             warnings.warn(
                 f"LotteryPruner: {key} holds NaN or infinite weights after training with "
-                f"{type(model.optimizer).__name__}.{hint}",
+                f"{name}.{hint}",
                 stacklevel=3,
             )
             return
-
-
-def _kernel_layout(layer, attr, is_output):
-    """A kernel's `KernelLayout`, from its layer's `kernel_axes` (none: unknown)."""
-    axes = getattr(layer, "kernel_axes", {}).get(attr, (None, None))
-    return pruning.KernelLayout(*axes, is_output=is_output, layer_type=type(layer).__name__)
 
 
 class LotteryPruner(keras.callbacks.Callback):
@@ -171,24 +167,31 @@ class LotteryPruner(keras.callbacks.Callback):
     `jit_compile=True` and `steps_per_execution > 1` too, and the callback
     works under `tf.distribute` strategies: build the model under the
     strategy's scope (and, for `MultiWorkerMirroredStrategy`, call `fit`
-    inside `lth_keras.distribute.fit_scope`); every replica and worker prunes
+    inside `lth_keras.tensorflow.distribute.fit_scope`); every replica and worker prunes
     to the same masks.
+
+    What to prune (the kernels, their rates, the score and the structure) is
+    a `lth_keras.Targets`, given as `targets=` or built from the shorthand
+    arguments `rate` ... `structure`, which are its arguments.
 
     Args:
         rate: Fraction of the remaining weights pruned per round, in (0, 1).
             Defaults to `0.2`.
+        targets: A `lth_keras.Targets` (then leave `rate` ... `structure` at
+            their defaults). Defaults to `None`: built from them.
         output_rate: Rate of the model's last masked layer (layerwise only).
             Defaults to `None`, meaning `rate / 2` as in the paper.
-        layer_rates: Dict from a layer name or layer type name (`"Conv2D"`,
-            `"MaskedConv2D"`, `"Dense"`, ...) to its rate in [0, 1); layerwise
-            only. A name beats `output_rate`, which beats a type. Defaults to
-            `None`.
-        exclude: Layer names or type names never pruned. Defaults to `()`.
+        layer_rates: Dict from a kernel key, layer path, layer name or type
+            name (`"Conv2D"`, `"MaskedConv2D"`, `"Dense"`, ...) to its rate in
+            [0, 1); layerwise only. A key, path or name beats `output_rate`,
+            which beats a type. Defaults to `None`.
+        exclude: Kernel keys, layer paths, names or type names never pruned.
+            Defaults to `()`.
         scope: `"layerwise"` or `"global"`. Defaults to `"layerwise"`.
         method: The pruning score: `"magnitude"`, `"random"` (the control
             that prunes the same number of weights per kernel at random),
             `"synflow"`, a `lth_keras.pruning.Score` such as
-            `lth_keras.pruning.Snip(data=(x, y))` or `GraSP(data=(x, y))`
+            `lth_keras.saliency.Snip(data=(x, y))` or `GraSP(data=(x, y))`
             (scores on data need it given), or another `Score`. The pruner
             binds the score to its model. Defaults to `"magnitude"`.
         reset: `"rewind"`, `"lr_rewind"`, `"finetune"`, `"reinit"` (see
@@ -245,6 +248,7 @@ class LotteryPruner(keras.callbacks.Callback):
         self,
         rate=0.2,
         *,
+        targets=None,
         output_rate=None,
         layer_rates=None,
         exclude=(),
@@ -262,9 +266,34 @@ class LotteryPruner(keras.callbacks.Callback):
         verbose=0,
     ):
         super().__init__()
-        self.method = pruning.get_score(method)
+        shorthands = {
+            "rate": (rate, 0.2),
+            "output_rate": (output_rate, None),
+            "layer_rates": (layer_rates, None),
+            "exclude": (exclude, ()),
+            "scope": (scope, "layerwise"),
+            "method": (method, "magnitude"),
+            "structure": (structure, "unstructured"),
+        }
+        if targets is not None:
+            given = [k for k, (value, default) in shorthands.items() if value != default]
+            if not isinstance(targets, Targets) or given:
+                raise ValueError(
+                    "Pass what to prune either as `targets=lth_keras.Targets(...)` or as the "
+                    f"shorthand arguments, not both. Received: targets={targets!r} and {given}"
+                )
+            self.targets = targets
+        else:
+            self.targets = Targets(
+                rate,
+                output_rate=output_rate,
+                layer_rates=layer_rates,
+                exclude=exclude,
+                scope=scope,
+                method=method,
+                structure=structure,
+            )
         self.reset = get_reset(reset)
-        self.structure = pruning.get_structure(structure)
         if early_bird is True:
             early_bird = pruning.EarlyBird()
         if early_bird is not None and not isinstance(early_bird, pruning.EarlyBird):
@@ -274,10 +303,10 @@ class LotteryPruner(keras.callbacks.Callback):
             )
         self.early_bird = early_bird
         check_pruning_options(
-            rate=rate,
-            output_rate=output_rate,
-            layer_rates=layer_rates,
-            scope=scope,
+            rate=self.targets.rate,
+            output_rate=self.targets.output_rate,
+            layer_rates=self.targets.layer_rates,
+            scope=self.targets.scope,
             rewinds=self.reset.rewinds,
             reset_name=self.reset.name,
             rewind_epoch=rewind_epoch,
@@ -289,11 +318,6 @@ class LotteryPruner(keras.callbacks.Callback):
         check_int(verbose, "verbose", 0)
         if target_sparsity is not None:
             pruning.check_rate(target_sparsity, "target_sparsity")
-        self.rate = rate
-        self.output_rate = output_rate
-        self.layer_rates = dict(layer_rates or {})
-        self.exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
-        self.scope = scope
         self.rewind_epoch = rewind_epoch
         self.rewind_iteration = rewind_iteration
         self.epochs_per_round = epochs_per_round
@@ -322,6 +346,16 @@ class LotteryPruner(keras.callbacks.Callback):
 
     # Keras hooks -----------------------------------------------------------
 
+    @property
+    def method(self):
+        """The pruning score (`targets.method`)."""
+        return self.targets.method
+
+    @property
+    def structure(self):
+        """The sparsity structure (`targets.structure`)."""
+        return self.targets.structure
+
     def set_model(self, model):
         super().set_model(model)
         bind = getattr(self.method, "bind", None)
@@ -336,7 +370,7 @@ class LotteryPruner(keras.callbacks.Callback):
                 "lth_keras.prunable(model) first, or build the model from "
                 "lth_keras.layers (e.g. MaskedDense)."
             )
-        self._rates = self._resolve_rates(layers)
+        self.targets.resolve(self.model)  # keys of layer_rates and exclude checked now
         masks_lib.apply_masks(self.model)  # weights may have been written since the last fit
         optimizer = self.model.optimizer
         if not optimizer.built:
@@ -487,16 +521,6 @@ class LotteryPruner(keras.callbacks.Callback):
 
     # Rounds ----------------------------------------------------------------
 
-    def _resolve_rates(self, layers):
-        described = [
-            (layer.name, tuple(c.__name__ for c in type(layer).__mro__)) for layer in layers
-        ]
-        if self.scope == "global":
-            return pruning.resolve_rates(described, self.rate, self.rate, None, self.exclude)
-        return pruning.resolve_rates(
-            described, self.rate, self.output_rate, self.layer_rates, self.exclude
-        )
-
     def _start(self):
         if self.seed is None:
             self._rng = np.random.default_rng(_seed_from_weights(self.model))
@@ -557,26 +581,12 @@ class LotteryPruner(keras.callbacks.Callback):
         layers = ", ".join(f"{k}: {v:.1%}" for k, v in per_kernel.items())
         self._say(f"round {self.round}: {self._remaining:.2%} of weights remain ({layers}).")
 
-    def _targets(self):
-        rates, layouts = {}, {}
-        entries = masks_lib.prunable_entries(self.model)
-        for key, layer, weight in entries:
-            if layer.name in self._rates:
-                rates[key] = self._rates[layer.name]
-            layouts[key] = _kernel_layout(layer, weight.name, is_output=layer is entries[-1][1])
-        pooled = self.rate if self.scope == "global" else None
-        return pruning.PruneTargets(rates, pooled, layouts)
-
     def _prune(self, kernels, old):
-        return self.method.prune(kernels, old, self._targets(), self.structure, self._rng)
+        return self.targets.prune(self.model, self._rng, kernels, old, bind=False)
 
     def _check_structure(self, masks):
         """Refuses, before round 0 trains, layers the structure cannot prune."""
-        if isinstance(self.structure, pruning.Unstructured):
-            return
-        kernels = masks_lib.get_kernels(self.model)
-        scores = {key: np.abs(value) for key, value in kernels.items()}
-        self.structure.select(scores, masks, self._targets())
+        self.targets.check(self.model)
 
     def _reset_weights(self):
         context = ResetContext(

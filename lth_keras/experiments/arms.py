@@ -16,9 +16,10 @@ import zlib
 import numpy as np
 
 from lth_keras import masks as masks_lib
-from lth_keras import pruning
+from lth_keras import pruning, saliency
 from lth_keras._registry import Policy, Registry
 from lth_keras.callbacks import get_reset
+from lth_keras.targets import Targets
 
 __all__ = [
     "ARMS",
@@ -207,7 +208,7 @@ class AtInit(Arm):
 
     At round `r` the model holds the rewind point (the ticket's initial
     weights, unpruned); `prepare` prunes it in one shot with
-    `lth_keras.pruning.prune_at_init` and `scope="global"` to exactly the
+    `lth_keras.saliency.prune_at_init` and `scope="global"` to exactly the
     ticket's number of remaining weights at round `r` (layers in
     `config.exclude` stay dense, as the ticket's do), and the arm then
     trains for the same iterations as the ticket. Global, not layerwise:
@@ -253,7 +254,7 @@ class AtInit(Arm):
         if kept == size:
             return  # nothing pruned: the dense rewind point
         rng = np.random.default_rng(self.seed(config, round_))
-        pruning.prune_at_init(
+        saliency.prune_at_init(
             model,
             self.make_score(batch),
             (size - kept) / size,  # prune_count gives back `size - kept` exactly
@@ -265,11 +266,8 @@ class AtInit(Arm):
 
 
 def _pooled_keys(model, exclude):
-    """The kernel keys global pruning pools: those of layers not excluded."""
-    entries = masks_lib.prunable_entries(model)
-    types = {layer.name: tuple(c.__name__ for c in type(layer).__mro__) for _, layer, _ in entries}
-    pruned = pruning.resolve_rates(list(types.items()), 0.5, 0.5, None, exclude)
-    return [key for key, layer, _ in entries if layer.name in pruned]
+    """The kernel keys global pruning pools: those not excluded."""
+    return list(Targets(exclude=exclude, scope="global").resolve(model).rates)
 
 
 @ARMS.register("snip")
@@ -278,7 +276,7 @@ class SnipAtInit(AtInit):
 
     label = "SNIP"
     seed_key = 5
-    score_class = pruning.Snip
+    score_class = saliency.Snip
 
 
 @ARMS.register("grasp")
@@ -287,7 +285,7 @@ class GraspAtInit(AtInit):
 
     label = "GraSP"
     seed_key = 6
-    score_class = pruning.GraSP
+    score_class = saliency.GraSP
 
 
 @ARMS.register("synflow")
@@ -296,7 +294,7 @@ class SynFlowAtInit(AtInit):
 
     label = "SynFlow"
     seed_key = 7
-    score_class = pruning.SynFlow
+    score_class = saliency.SynFlow
     data_free = True
 
 

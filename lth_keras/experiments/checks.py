@@ -14,14 +14,13 @@ generators can hold.
 import math
 import os
 
-from lth_keras import masks as masks_lib
-from lth_keras import pruning
 from lth_keras.callbacks import RESETS as _RESET_POLICIES
 from lth_keras.callbacks import get_reset
 from lth_keras.experiments.arms import CONTROLS
 from lth_keras.experiments.models import MODELS
 from lth_keras.options import SCOPES, check_choice, check_int, check_pruning_options
 from lth_keras.pruning import get_structure
+from lth_keras.targets import Targets
 
 __all__ = [
     "DATASETS",
@@ -336,16 +335,14 @@ def check_fit(config, splits, model, memory=None):
             f"a batch whose activations fit in memory: one batch of {config.batch_size} needs "
             f"at least {_size(needed)} for its activations, this machine has {_size(memory)}",
         )
-    layers = [
-        (layer.name, tuple(c.__name__ for c in type(layer).__mro__))
-        for layer in masks_lib.masked_layers(model)
-    ]
-    if config.scope == "global":
-        pruning.resolve_rates(layers, config.rate, config.rate, None, config.exclude)
-    else:
-        pruning.resolve_rates(
-            layers, config.rate, config.output_rate, config.layer_rates, config.exclude
-        )
+    global_scope = config.scope == "global"
+    Targets(
+        config.rate,
+        output_rate=None if global_scope else config.output_rate,
+        layer_rates=None if global_scope else config.layer_rates,
+        exclude=config.exclude,
+        scope=config.scope,
+    ).resolve(model)
 
 
 def _activation_bytes(model):

@@ -186,7 +186,7 @@ class Jobs:
         return Progress(label, config.iterations, start, config.eval_every, tty=tty, run=run)
 
     def row(self, arm, round_, records, wall, model, overlaps, **extra):
-        """The result row of a trained job (see `lth_keras.report`), with `extra` fields."""
+        """The result row of a trained job (`lth_keras.experiments.report`), with `extra`."""
         total, per_kernel = pruning.fraction_remaining(masks_lib.get_masks(model))
         with self.scope(model):
             train = model.evaluate(self.splits.train_eval, verbose=0, return_dict=True)

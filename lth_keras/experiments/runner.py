@@ -114,7 +114,7 @@ def run(config, run_dir=None, *, strategy=None, verbose=1, checkpoint_every=None
             Defaults to `None`.
 
     Returns:
-        The result rows of all jobs (see `lth_keras.report`).
+        The result rows of all jobs (see `lth_keras.experiments.report`).
 
     Everything that can be checked before training (the config against the
     data set, the model's layer names, the memory a batch needs) is checked

@@ -26,7 +26,7 @@ def write_job(logdir, row, records):
 
     Args:
         logdir: The TensorBoard folder of the run.
-        row: The job's result row (see `lth_keras.report`).
+        row: The job's result row (see `lth_keras.experiments.report`).
         records: The job's evaluation records (see `EvalRecorder`).
 
     Example:

@@ -156,7 +156,7 @@ class MaskConstraint:
     constraint the weight had (a layer's `kernel_constraint`) runs first.
     Set on TensorFlow and PyTorch; on JAX, Keras' optimizer cannot read the
     mask inside its compiled update, and `LotteryPruner` refuses optimizers
-    that would move pruned weights (see `lth_keras.rewind.check_optimizer`).
+    that would move pruned weights (see `lth_keras.rewind.moves_pruned_weights`).
 
     Args:
         mask: The boolean mask variable.

@@ -2,27 +2,23 @@
 
 Every function here takes weights and boolean masks keyed by a weight name
 (for example `"dense/kernel"`), returns new masks and never modifies its
-inputs. Nothing here knows about Keras, except the scores that need the
-model (`at_init`, computed in `saliency`).
+inputs. Nothing here knows about Keras or runs a model: the scores that do
+(SNIP, GraSP, SynFlow, `prune_at_init`) are in `lth_keras.saliency`, and
+which kernels of a model to prune at which rate is `lth_keras.Targets`.
 
 - `counts`: the count rule (`prune_count`: `rate * n` rounded half up, on
   the exact decimal value of the rate), rate checks, fractions remaining;
 - `magnitude`: keep the largest values, per weight or pooled, ties broken by
   index;
 - `random_masks`: the random controls;
-- `rates`: per-layer rates from one rate and overrides;
+- `rates`: per-kernel rates from one rate and overrides;
 - `scores` and `structures`: the policies `LotteryPruner` takes (`method=`,
   `structure=`), built on the functions above; `structured`: whole units,
   blocks and N:M groups (`"units"`, `"block:1x4"`, `"2:4"`), which read each
   kernel's `KernelLayout`;
-- `at_init`: the scores that need the model (`"snip"`, `"grasp"`,
-  `"synflow"`) and `prune_at_init`, one-shot pruning; their gradients come
-  from `saliency`, the one module here that runs a model (through
-  `keras.ops` and `stateless_call`, reading masks through `lth_keras.masks`);
 - `early_bird`: when a round's mask is drawn (`LotteryPruner(early_bird=...)`).
 """
 
-from lth_keras.pruning.at_init import GraSP, Snip, SynFlow, prune_at_init
 from lth_keras.pruning.counts import (
     check_rate,
     check_rates,
@@ -52,15 +48,12 @@ __all__ = [
     "STRUCTURES",
     "Blocks",
     "EarlyBird",
-    "GraSP",
     "KernelLayout",
     "Magnitude",
     "PruneTargets",
     "Random",
     "Score",
-    "Snip",
     "Structure",
-    "SynFlow",
     "Units",
     "Unstructured",
     "check_rate",
@@ -71,7 +64,6 @@ __all__ = [
     "global_magnitude_prune",
     "magnitude_prune",
     "mask_distance",
-    "prune_at_init",
     "prune_count",
     "pruned_counts",
     "random_masks_like",
@@ -79,3 +71,16 @@ __all__ = [
     "resolve_rates",
     "shuffle_masks",
 ]
+
+
+_MOVED = {"Snip", "GraSP", "SynFlow", "prune_at_init"}
+
+
+def __getattr__(name):
+    # The scores that run a model moved to lth_keras.saliency (0.5.0); their
+    # old names keep working.
+    if name in _MOVED:
+        from lth_keras import saliency
+
+        return getattr(saliency, name)
+    raise AttributeError(f"module 'lth_keras.pruning' has no attribute {name!r}")

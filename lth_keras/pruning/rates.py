@@ -1,40 +1,53 @@
-"""Per-layer pruning rates from one rate and overrides."""
+"""Per-kernel pruning rates from one rate and overrides."""
 
 from lth_keras.pruning.counts import check_rates
 
 __all__ = ["resolve_rates"]
 
 
-def _matches(key, name, type_names):
-    return key == name or key in type_names
+def _items(layers):
+    """`(names, type_names, is_output)` triples from `layers` (see `resolve_rates`)."""
+    items = []
+    for i, layer in enumerate(layers):
+        names, type_names = layer[0], tuple(layer[1])
+        names = (names,) if isinstance(names, str) else tuple(names)
+        is_output = layer[2] if len(layer) > 2 else i == len(layers) - 1
+        items.append((names, type_names, bool(is_output)))
+    return items
 
 
 def resolve_rates(layers, rate, output_rate=None, layer_rates=None, exclude=()):
-    """Pruning rate of every layer, from one rate plus overrides.
+    """Pruning rate of every kernel (or layer), from one rate plus overrides.
 
-    Precedence, highest first: `exclude`, a `layer_rates` key equal to the
-    layer's name, `output_rate` for the last layer, a `layer_rates` key
-    equal to one of the layer's type names (the first of its `type_names`
-    found wins), then `rate`. The paper prunes the output layer at half the
-    rate of the others, hence the default.
+    Precedence, highest first: `exclude`, a `layer_rates` key equal to one
+    of the item's names (the most specific name first), `output_rate` for
+    the output items, a `layer_rates` key equal to one of the item's type
+    names (the first of its `type_names` found wins), then `rate`. The paper
+    prunes the output layer at half the rate of the others, hence the
+    default.
 
     Args:
-        layers: Sequence of `(name, type_names)` pairs in model order, where
-            `type_names` holds the class names the layer answers to (for
-            example `("MaskedConv2D", "Conv2D")`).
+        layers: Sequence in model order of `(names, type_names)` pairs, or
+            `(names, type_names, is_output)` triples. `names` is a name or a
+            tuple of names the item answers to, most specific first (for a
+            kernel: its key `"block/fc/kernel"`, its layer's path
+            `"block/fc"`, its layer's name `"fc"`); `type_names` the class
+            names (`("MaskedConv2D", "Conv2D")`). With pairs, the last item
+            is the output.
         rate: Fraction of remaining weights pruned per round, in (0, 1).
-        output_rate: Rate of the last layer. Defaults to `None`, meaning
+        output_rate: Rate of the output items. Defaults to `None`, meaning
             `rate / 2`.
-        layer_rates: Mapping from a layer name or type name to a rate in
-            [0, 1). Defaults to `None`.
-        exclude: Layer names or type names never pruned. Defaults to `()`.
+        layer_rates: Mapping from a name or type name to a rate in [0, 1).
+            Defaults to `None`.
+        exclude: Names or type names never pruned. Defaults to `()`.
 
     Returns:
-        A dict from layer name to rate; excluded layers are absent.
+        A dict from each item's first name to its rate; excluded items are
+        absent.
 
     Raises:
         ValueError: If a rate is outside its interval, or a key in
-            `layer_rates` or `exclude` matches no layer.
+            `layer_rates` or `exclude` matches no item.
 
     Example:
 
@@ -50,25 +63,27 @@ def resolve_rates(layers, rate, output_rate=None, layer_rates=None, exclude=()):
     output_rate = rate / 2 if output_rate is None else output_rate
     layer_rates = dict(layer_rates or {})
     exclude = [exclude] if isinstance(exclude, str) else list(exclude)
-    known = [name for name, _ in layers]
+    items = _items(layers)
     for arg, keys in (("layer_rates", layer_rates), ("exclude", exclude)):
         for key in keys:
-            if not any(_matches(key, n, t) for n, t in layers):
+            if not any(key in names or key in types for names, types, _ in items):
+                known = sorted({n for names, _, _ in items for n in names[-1:]})
                 raise ValueError(
                     f"Received a key in `{arg}` that matches no masked layer "
-                    f"name or type. Received: {key!r}; layers: {known}"
+                    f"name, path or type. Received: {key!r}; layers: {known}"
                 )
     rates = {}
-    for i, (name, type_names) in enumerate(layers):
-        if any(_matches(key, name, type_names) for key in exclude):
+    for names, types, is_output in items:
+        if any(key in names or key in types for key in exclude):
             continue
-        typed = [layer_rates[t] for t in type_names if t in layer_rates]
-        if name in layer_rates:
-            rates[name] = layer_rates[name]
-        elif i == len(layers) - 1:
-            rates[name] = output_rate
+        named = [layer_rates[n] for n in names if n in layer_rates]
+        typed = [layer_rates[t] for t in types if t in layer_rates]
+        if named:
+            rates[names[0]] = named[0]
+        elif is_output:
+            rates[names[0]] = output_rate
         elif typed:
-            rates[name] = typed[0]
+            rates[names[0]] = typed[0]
         else:
-            rates[name] = rate
+            rates[names[0]] = rate
     return rates

@@ -7,7 +7,7 @@ lowest scores. `Magnitude` (the paper's) keeps the largest `abs(weight)`;
 random positions (the random-pruning control). New scores (e.g. ones that
 need data or gradients) subclass `Score` and register a name, which becomes
 a valid `LotteryPruner(method=...)`; `Snip`, `GraSP` and `SynFlow`
-(`lth_keras.pruning.at_init`) are such scores, reading the model `bind` gives.
+(`lth_keras.saliency`) are such scores, reading the model `bind` gives.
 """
 
 import dataclasses
@@ -91,7 +91,7 @@ class Score(Policy):
     not "remove the lowest scores". A score that needs the model (gradients
     or a forward pass: SNIP, GraSP, SynFlow) reads it from `self.model`,
     which `bind` sets: `LotteryPruner` binds its method to the model it is
-    attached to, `lth_keras.pruning.prune_at_init` to the model it prunes.
+    attached to, `lth_keras.saliency.prune_at_init` to the model it prunes.
     A score is bound to one model at a time.
     """
 
@@ -106,7 +106,7 @@ class Score(Policy):
         Example:
 
         ```python
-        score = lth_keras.pruning.Snip(data=(x, y))
+        score = lth_keras.saliency.Snip(data=(x, y))
         score.bind(model)
         ```
         """
@@ -123,7 +123,7 @@ class Score(Policy):
                 f"The {type(self).__name__} score needs the model: call "
                 "score.bind(model) first, or use it through "
                 "lth_keras.LotteryPruner(method=...) or "
-                "lth_keras.pruning.prune_at_init(model, ...), which bind it."
+                "lth_keras.saliency.prune_at_init(model, ...), which bind it."
             )
         return self.model
 

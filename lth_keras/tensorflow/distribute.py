@@ -16,12 +16,12 @@ What each strategy needs:
   program; all of them prune to the same masks. `LotteryPruner` with
   `seed=None` derives its seed from the model's initial weights, so random
   pruning draws the same masks on every worker. Give datasets the `DATA`
-  auto-shard policy (`lth_keras.data` does) and pass the global batch size.
+  auto-shard policy (`lth_keras.experiments.data` does) and pass the global batch size.
 - `TPUStrategy`: as for MirroredStrategy. The train step holds only dense ops
   (the masks act through a custom gradient), and pruning and rewinding run on
   the host between steps. Not tested here (no TPU).
 
-Only the chief (`is_chief`) should write files; `lth_keras.experiment` does
+Only the chief (`is_chief`) should write files; `lth_keras.experiments.run` does
 that by itself.
 """
 

@@ -7,8 +7,9 @@ from helpers import compile_model, mlp, numpy, stored
 
 import lth_keras
 from lth_keras import masks as masks_lib
-from lth_keras import pruning
-from lth_keras.pruning import prune_count, saliency
+from lth_keras import pruning, saliency
+from lth_keras.pruning import prune_count
+from lth_keras.saliency import gradients
 
 SIZES = {"fc1/kernel": 12 * 16, "fc2/kernel": 16 * 8, "out/kernel": 8 * 3}
 
@@ -41,7 +42,7 @@ def test_snip_is_abs_gradient_times_weight_with_the_mask_applied(batch):
     mask = np.ones((4, 3), bool)
     mask[0, 0] = mask[2, 1] = False
     masks_lib.set_masks(model, {"d/kernel": mask})
-    score = pruning.Snip(data=(x, target), loss="mean_squared_error")
+    score = saliency.Snip(data=(x, target), loss="mean_squared_error")
     score.bind(model)
     got = score.scores(*state(model))["d/kernel"]
     w = numpy(stored(model.get_layer("d"))).astype(float)  # zero where pruned
@@ -57,7 +58,7 @@ def test_grasp_hessian_gradient_of_linear_softmax(temperature, batch):
     x, y = batch
     model = dense(3, 4, use_bias=False)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    score = pruning.GraSP(data=(x, y), temperature=temperature, loss=loss)
+    score = saliency.GraSP(data=(x, y), temperature=temperature, loss=loss)
     score.bind(model)
     kernels, masks = state(model)
     w, xs = kernels["d/kernel"].astype(float), x.astype(float)
@@ -84,11 +85,11 @@ def test_grasp_hessian_gradient_of_linear_softmax(temperature, batch):
 def test_grasp_keeps_the_highest_theta_hg(batch):
     x, y = batch
     model = dense(3, 4, use_bias=False)
-    score = pruning.GraSP(data=(x, y), loss="sparse_categorical_crossentropy")
+    score = saliency.GraSP(data=(x, y), loss="sparse_categorical_crossentropy")
     kernels, masks = state(model)
     score.bind(model)
     signed = score.signed_scores(kernels, masks)["d/kernel"]
-    pruning.prune_at_init(model, score, 0.5)
+    saliency.prune_at_init(model, score, 0.5)
     kept = lth_keras.get_masks(model)["d/kernel"]
     assert kept.sum() == 6 and signed[kept].min() > signed[~kept].max()
 
@@ -108,13 +109,13 @@ def test_synflow_r_and_scores_of_a_two_layer_chain():
     masks["a/kernel"][1, 2] = False
     w1 = np.abs(kernels["a/kernel"]).astype(float) * masks["a/kernel"]
     w2 = np.abs(kernels["b/kernel"]).astype(float)
-    r, grads = saliency.synaptic_flow(model, kernels, masks)
+    r, grads = gradients.synaptic_flow(model, kernels, masks)
     # R = 1ᵀ |W1| |W2| 1: biases are zeroed, BatchNorm is the identity.
     np.testing.assert_allclose(r, np.ones(3) @ w1 @ w2 @ np.ones(2), rtol=1e-5)
     expected = np.outer(np.ones(3), w2.sum(1)) * masks["a/kernel"]
     np.testing.assert_allclose(grads["a/kernel"], expected, rtol=1e-5)
     np.testing.assert_allclose(grads["b/kernel"], np.outer(w1.sum(0), np.ones(2)), rtol=1e-5)
-    synflow = pruning.SynFlow(iterations=1)
+    synflow = saliency.SynFlow(iterations=1)
     synflow.bind(model)
     scores = synflow.scores(kernels, masks)
     np.testing.assert_allclose(scores["a/kernel"], w1 * w2.sum(1)[None, :], rtol=1e-5)
@@ -124,9 +125,9 @@ def test_synflow_r_and_scores_of_a_two_layer_chain():
 SCORE_FACTORIES = {
     "magnitude": lambda data: pruning.Magnitude(),
     "random": lambda data: pruning.Random(),
-    "snip": lambda data: pruning.Snip(data=data),
-    "grasp": lambda data: pruning.GraSP(data=data),
-    "synflow": lambda data: pruning.SynFlow(iterations=4),
+    "snip": lambda data: saliency.Snip(data=data),
+    "grasp": lambda data: saliency.GraSP(data=data),
+    "synflow": lambda data: saliency.SynFlow(iterations=4),
 }
 
 
@@ -136,7 +137,7 @@ def test_one_shot_pruning_hits_the_count_exactly(name, scope, data):
     x, y = data
     model = compile_model(mlp())
     score = SCORE_FACTORIES[name]((x[:32], y[:32]))
-    new = pruning.prune_at_init(model, score, 0.7, scope=scope, rng=0)
+    new = saliency.prune_at_init(model, score, 0.7, scope=scope, rng=0)
     counts = {k: int(m.sum()) for k, m in lth_keras.get_masks(model).items()}
     assert counts == {k: int(m.sum()) for k, m in new.items()}
     if scope == "layerwise":
@@ -152,7 +153,7 @@ def test_one_shot_pruning_hits_the_count_exactly(name, scope, data):
 def test_synflow_steps_shrink_masks_toward_the_round_target(data):
     model = compile_model(mlp())
     kernels, masks = state(model)
-    synflow = pruning.SynFlow(iterations=3)
+    synflow = saliency.SynFlow(iterations=3)
     synflow.bind(model)
     targets = pruning.PruneTargets({"fc1/kernel": 0.5, "fc2/kernel": 0.5})
     seen = []
@@ -177,9 +178,9 @@ def test_pruner_rounds_with_a_score_at_initialisation(name, data):
     x, y = data
     model = compile_model(mlp())
     method = {
-        "snip": pruning.Snip(data=(x[:32], y[:32])),
-        "grasp": pruning.GraSP(data=(x[:32], y[:32])),
-        "synflow": pruning.SynFlow(iterations=3),
+        "snip": saliency.Snip(data=(x[:32], y[:32])),
+        "grasp": saliency.GraSP(data=(x[:32], y[:32])),
+        "synflow": saliency.SynFlow(iterations=3),
     }[name]
     pruner = lth_keras.LotteryPruner(rate=0.2, method=method)
     for _ in range(3):
@@ -196,26 +197,26 @@ def test_scores_by_name_and_what_they_lack(data):
     x, y = data
     model = compile_model(mlp())
     pruner = lth_keras.LotteryPruner(method="snip")
-    assert pruner.method == pruning.Snip()
+    assert pruner.method == saliency.Snip()
     model.fit(x, y, epochs=1, batch_size=32, callbacks=[pruner], verbose=0)
     with pytest.raises(ValueError, match=r"needs a batch of training data.*Snip\(data=\(x, y\)\)"):
         model.fit(x, y, epochs=1, batch_size=32, callbacks=[pruner], verbose=0)
     with pytest.raises(ValueError, match=r"needs the model: call score.bind\(model\)"):
-        pruning.GraSP(data=(x, y)).scores(*state(model))
+        saliency.GraSP(data=(x, y)).scores(*state(model))
 
 
 def test_a_loss_is_needed(data):
     x, y = data
     model = mlp()  # not compiled
     with pytest.raises(ValueError, match="needs a loss: compile the model first"):
-        pruning.prune_at_init(model, pruning.Snip(data=(x, y)), 0.5)
+        saliency.prune_at_init(model, saliency.Snip(data=(x, y)), 0.5)
     with pytest.raises(ValueError, match="one output and one loss"):
-        pruning.prune_at_init(model, pruning.Snip(data=(x, y), loss=["mse", "mse"]), 0.5)
+        saliency.prune_at_init(model, saliency.Snip(data=(x, y), loss=["mse", "mse"]), 0.5)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    pruning.prune_at_init(model, pruning.Snip(data=(x, y), loss=loss), 0.5)
+    saliency.prune_at_init(model, saliency.Snip(data=(x, y), loss=loss), 0.5)
     full = {k: np.ones_like(m) for k, m in lth_keras.get_masks(model).items()}
     with pytest.raises(ValueError, match="keeps entries the model has pruned"):
-        saliency.synaptic_flow(model, masks_lib.get_kernels(model), full)
+        gradients.synaptic_flow(model, masks_lib.get_kernels(model), full)
 
 
 def test_synflow_needs_an_input_shape():
@@ -230,17 +231,17 @@ def test_synflow_needs_an_input_shape():
     model = Net()
     model(np.ones((1, 3), "float32"))
     with pytest.raises(ValueError, match="needs the model's input shape"):
-        pruning.prune_at_init(model, "synflow", 0.5)
-    pruning.prune_at_init(model, pruning.SynFlow(iterations=2, input_shape=(3,)), 0.5)
+        saliency.prune_at_init(model, "synflow", 0.5)
+    saliency.prune_at_init(model, saliency.SynFlow(iterations=2, input_shape=(3,)), 0.5)
     assert int(lth_keras.get_masks(model)["fc/kernel"].sum()) == 3
 
 
 @pytest.mark.parametrize(
     "score",
     [
-        pruning.Snip(loss="mse"),
-        pruning.GraSP(temperature=100.0, loss=keras.losses.MeanSquaredError()),
-        pruning.SynFlow(iterations=10, input_shape=(12,)),
+        saliency.Snip(loss="mse"),
+        saliency.GraSP(temperature=100.0, loss=keras.losses.MeanSquaredError()),
+        saliency.SynFlow(iterations=10, input_shape=(12,)),
     ],
     ids=["snip", "grasp", "synflow"],
 )
@@ -253,10 +254,10 @@ def test_configs_round_trip(score):
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda: pruning.GraSP(temperature=0.0), "temperature=0.0"),
-        (lambda: pruning.SynFlow(iterations=0), "iterations=0"),
-        (lambda: pruning.prune_at_init(mlp(), "magnitude", 1.0), "sparsity=1.0"),
-        (lambda: pruning.prune_at_init(mlp(), "magnitude", 0.5, scope="net"), "scope='net'"),
+        (lambda: saliency.GraSP(temperature=0.0), "temperature=0.0"),
+        (lambda: saliency.SynFlow(iterations=0), "iterations=0"),
+        (lambda: saliency.prune_at_init(mlp(), "magnitude", 1.0), "sparsity=1.0"),
+        (lambda: saliency.prune_at_init(mlp(), "magnitude", 0.5, scope="net"), "scope='net'"),
     ],
     ids=["temperature", "iterations", "sparsity", "scope"],
 )

@@ -152,7 +152,7 @@ def test_snip_arm_keeps_the_highest_global_scores(data):
     model = compile_model(mlp())
     kernels = lth_keras.masks.get_kernels(model)
     full = lth_keras.get_masks(model)
-    score = lth_keras.pruning.Snip(data=data)
+    score = lth_keras.saliency.Snip(data=data)
     score.bind(model)
     scores = score.scores(kernels, full)
     ticket = _ticket_masks(model, {"fc1": 0.2, "fc2": 0.5, "out": 0.9})

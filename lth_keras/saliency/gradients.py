@@ -1,12 +1,12 @@
 """Gradients for the scores at initialisation: SNIP, GraSP and SynFlow.
 
-The one module of `lth_keras.pruning` that runs a model. Every function
+Every function
 evaluates the model with `stateless_call` in inference mode
 (`training=False`), the masked kernels and their masks replaced by given
 NumPy values, so the model's variables are never written. Gradients come
 from `_value_and_grad`, the one function that dispatches on the Keras
 backend; everything else is `keras.ops`. Results are NumPy arrays: turning
-them into scores is NumPy maths, in `lth_keras.pruning.at_init`.
+them into scores is NumPy maths, in `lth_keras.saliency.scores`.
 """
 
 import keras

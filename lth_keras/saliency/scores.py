@@ -6,7 +6,8 @@ a round as any score does (the count rule and the structure's selection
 are unchanged), so they serve both as the score of every round of
 `LotteryPruner(method=...)` and, through `prune_at_init`, as one-shot
 pruning before training. Reference: the ganguli-lab/Synaptic-Flow code
-(`Pruners/pruners.py`); the gradients come from `lth_keras.pruning.saliency`.
+(`Pruners/pruners.py`); the gradients come from
+`lth_keras.saliency.gradients`.
 
 SNIP and GraSP need a batch of training data, given to the score
 (`Snip(data=(x, y))`); the data is not part of the score's config (arrays
@@ -19,11 +20,10 @@ import keras
 import numpy as np
 
 from lth_keras import masks as masks_lib
-from lth_keras.pruning import saliency
 from lth_keras.pruning.counts import check_rate
-from lth_keras.pruning.rates import resolve_rates
-from lth_keras.pruning.scores import SCORES, KernelLayout, PruneTargets, Score, get_score
-from lth_keras.pruning.structures import get_structure
+from lth_keras.pruning.scores import SCORES, PruneTargets, Score
+from lth_keras.saliency import gradients as saliency
+from lth_keras.targets import Targets
 
 __all__ = ["GraSP", "Snip", "SynFlow", "prune_at_init"]
 
@@ -71,7 +71,7 @@ class Snip(_DataScore):
     Example:
 
     ```python
-    lth_keras.LotteryPruner(method=lth_keras.pruning.Snip(data=(x[:256], y[:256])))
+    lth_keras.LotteryPruner(method=lth_keras.saliency.Snip(data=(x[:256], y[:256])))
     ```
     """
 
@@ -133,7 +133,7 @@ class GraSP(_DataScore):
     Example:
 
     ```python
-    lth_keras.pruning.prune_at_init(model, GraSP(data=(x, y)), 0.9)
+    lth_keras.saliency.prune_at_init(model, GraSP(data=(x, y)), 0.9)
     ```
     """
 
@@ -183,7 +183,7 @@ class SynFlow(Score):
 
     Scores `|∂R/∂θ ⊙ θ|` with `R = 1ᵀ(∏ |θ_l|)1`, the sum of the outputs
     for an all-ones input through the network with absolute weights, biases
-    zero and BatchNorm neutral (see `lth_keras.pruning.saliency.synaptic_flow`).
+    zero and BatchNorm neutral (see `lth_keras.saliency.gradients.synaptic_flow`).
     A round prunes in `iterations` steps, rescoring with the masks of the
     previous step applied: after step `k` of `n` each kernel (or the pool)
     keeps `(1 - rate) ** (k / n)` of what it had at the start of the round
@@ -201,7 +201,7 @@ class SynFlow(Score):
     Example:
 
     ```python
-    lth_keras.pruning.prune_at_init(model, "synflow", sparsity=0.99)
+    lth_keras.saliency.prune_at_init(model, "synflow", sparsity=0.99)
     ```
     """
 
@@ -231,16 +231,6 @@ class SynFlow(Score):
             step_targets = _scheduled(targets, step, self.iterations)
             current = structure.select({**scores, **ranked}, masks, step_targets)
         return current
-
-
-def _layouts(entries):
-    """Each kernel's `KernelLayout`, from its layer's `kernel_axes`."""
-    layouts = {}
-    for key, layer, weight in entries:
-        axes = getattr(layer, "kernel_axes", {}).get(weight.name, (None, None))
-        is_output = layer is entries[-1][1]
-        layouts[key] = KernelLayout(*axes, is_output=is_output, layer_type=type(layer).__name__)
-    return layouts
 
 
 def prune_at_init(
@@ -279,28 +269,19 @@ def prune_at_init(
     Example:
 
     ```python
-    masks = lth_keras.pruning.prune_at_init(model, Snip(data=(x, y)), 0.8)
+    masks = lth_keras.saliency.prune_at_init(model, Snip(data=(x, y)), 0.8)
     ```
     """
     check_rate(sparsity, "sparsity")
-    if scope not in ("layerwise", "global"):
-        raise ValueError(
-            "Received an invalid value for `scope`, expected 'layerwise' or 'global'. "
-            f"Received: scope={scope!r}"
-        )
-    score, structure = get_score(score), get_structure(structure)
-    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    entries = masks_lib.prunable_entries(model)
-    layers = [(layer, tuple(c.__name__ for c in type(layer).__mro__)) for _, layer, _ in entries]
-    described = list({layer.name: types for layer, types in layers}.items())
-    rates = resolve_rates(described, sparsity, sparsity, None, exclude)
-    targets = PruneTargets(
-        {key: rates[layer.name] for key, layer, _ in entries if layer.name in rates},
-        sparsity if scope == "global" else None,
-        _layouts(entries),
+    targets = Targets(
+        sparsity,
+        output_rate=sparsity if scope == "layerwise" else None,
+        exclude=exclude,
+        scope=scope,
+        method=score,
+        structure=structure,
     )
-    score.bind(model)
-    old = masks_lib.get_masks(model)
-    new = score.prune(masks_lib.get_kernels(model), old, targets, structure, rng)
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    new = targets.prune(model, rng)
     masks_lib.set_masks(model, new)
     return new
