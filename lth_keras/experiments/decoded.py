@@ -234,7 +234,8 @@ def _cold(name, splits, read):
     if on_disk:  # not under TFDS's mock_data, which has no files
         file_format = str(getattr(builder.info.file_format, "value", builder.info.file_format))
         for split in splits:
-            _check_shards(name, folder, builder.info.splits[split], split, file_format)
+            if split in builder.info.splits:  # recorded in dataset_info.json
+                _check_shards(name, folder, builder.info.splits[split], split, file_format)
     datasets, entry = {}, {}
     for split in splits:
         files = _files(folder, name, split) if folder else []
@@ -246,7 +247,9 @@ def _cold(name, splits, read):
         arrays = _read_npz(path, touch=True) if os.path.exists(path) else None
         if arrays is None:
             arrays = _decode(read(split), path, _unreadable(name, folder, files))
-        recorded = int(builder.info.splits[split].num_examples or 0)
+        recorded = (
+            int(builder.info.splits[split].num_examples or 0) if split in builder.info.splits else 0
+        )
         if recorded and len(arrays[1]) != recorded:
             raise DataDamagedError(
                 name,
