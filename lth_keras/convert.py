@@ -198,22 +198,32 @@ def strip_masks(model, in_place=False):
     try:
         copy = _copy_model(model)
     except Exception as error:  # a config Keras cannot rebuild the model from
+        cause = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
         raise ValueError(
             f"strip_masks() could not copy the model from its config ({type(error).__name__}: "
-            f"{error}). Use strip_masks(model, in_place=True) to strip the model itself."
+            f"{cause}). Use strip_masks(model, in_place=True) to strip the model itself."
         ) from error
     for layer in masked_layers(copy):
         detach(layer)
     source = _effective_weights(model)
     target = weights_by_key(copy)
-    if set(source) != set(target):
-        raise ValueError(
-            "strip_masks() could not match the weights of the model and of its copy. "
-            f"Missing in the copy: {sorted(set(source) - set(target))[:5]}; extra: "
-            f"{sorted(set(target) - set(source))[:5]}. Use strip_masks(model, in_place=True)."
-        )
-    for key, variable in target.items():
-        variable.assign(keras.ops.copy(source[key]))
+    if set(source) == set(target):
+        pairs = [(variable, source[key]) for key, variable in target.items()]
+    else:
+        # A model rebuilt from its config names unnamed layers anew (dense_3
+        # for dense): both walks visit the layers in the same order.
+        pairs = list(zip(target.values(), source.values(), strict=False))
+        if len(source) != len(target) or any(
+            tuple(v.shape) != tuple(value.shape) for v, value in pairs
+        ):
+            raise ValueError(
+                "strip_masks() could not match the weights of the model and of its copy. "
+                f"Missing in the copy: {sorted(set(source) - set(target))[:5]}; extra: "
+                f"{sorted(set(target) - set(source))[:5]}. Use strip_masks(model, "
+                "in_place=True)."
+            )
+    for variable, value in pairs:
+        variable.assign(keras.ops.copy(value))
     return copy
 
 

@@ -33,21 +33,8 @@ def _public_modules():
 #: The modules whose `__all__` the site documents.
 PUBLIC = _public_modules()
 
-_TWINS = (
-    "MaskedConv1D MaskedConv1DTranspose MaskedConv2D MaskedConv2DTranspose MaskedConv3D "
-    "MaskedConv3DTranspose MaskedDense MaskedDepthwiseConv1D MaskedDepthwiseConv2D "
-    "MaskedEinsumDense MaskedEmbedding MaskedGRUCell MaskedLSTMCell MaskedSeparableConv1D "
-    "MaskedSeparableConv2D MaskedSimpleRNNCell"
-).split()
-#: Public names still without a docstring. Their modules are being rewritten
-#: (the in-place masking redesign); each needs an attribute docstring (a
-#: string right after the assignment). Remove a name once it has one.
-PENDING = {
-    *(f"lth_keras.layers.masked.{name}" for name in _TWINS),
-    "lth_keras.pruning.scores.SCORES",
-    "lth_keras.pruning.structures.STRUCTURES",
-    "lth_keras.callbacks.resets.RESETS",
-}
+#: Public names without a docstring (none: keep it so).
+PENDING = set()
 
 
 def _public_names():

@@ -59,6 +59,7 @@ class Reset(Policy):
 
 
 RESETS = Registry("reset", Reset)
+"""The registered resets by name (`"rewind"`, `"lr_rewind"`, `"finetune"`, `"reinit"`)."""
 
 
 @RESETS.register("rewind")

@@ -372,18 +372,49 @@ for _cls in rules.known_classes():
     _static(_cls)
 
 MaskedDense = _TWINS[keras.layers.Dense]
+"""`keras.layers.Dense` with masks: the class `prunable()` gives its layers in place."""
+
 MaskedEinsumDense = _TWINS[keras.layers.EinsumDense]
+"""`keras.layers.EinsumDense` with masks: the class `prunable()` gives its layers in place."""
+
 MaskedConv1D = _TWINS[keras.layers.Conv1D]
+"""`keras.layers.Conv1D` with masks: the class `prunable()` gives its layers in place."""
+
 MaskedConv2D = _TWINS[keras.layers.Conv2D]
+"""`keras.layers.Conv2D` with masks: the class `prunable()` gives its layers in place."""
+
 MaskedConv3D = _TWINS[keras.layers.Conv3D]
+"""`keras.layers.Conv3D` with masks: the class `prunable()` gives its layers in place."""
+
 MaskedConv1DTranspose = _TWINS[keras.layers.Conv1DTranspose]
+"""`keras.layers.Conv1DTranspose` with masks: the class `prunable()` gives its layers in place."""
+
 MaskedConv2DTranspose = _TWINS[keras.layers.Conv2DTranspose]
+"""`keras.layers.Conv2DTranspose` with masks: the class `prunable()` gives its layers in place."""
+
 MaskedConv3DTranspose = _TWINS[keras.layers.Conv3DTranspose]
+"""`keras.layers.Conv3DTranspose` with masks: the class `prunable()` gives its layers in place."""
+
 MaskedDepthwiseConv1D = _TWINS[keras.layers.DepthwiseConv1D]
+"""`keras.layers.DepthwiseConv1D` with masks: the class `prunable()` gives its layers in place."""
+
 MaskedDepthwiseConv2D = _TWINS[keras.layers.DepthwiseConv2D]
+"""`keras.layers.DepthwiseConv2D` with masks: the class `prunable()` gives its layers in place."""
+
 MaskedSeparableConv1D = _TWINS[keras.layers.SeparableConv1D]
+"""`keras.layers.SeparableConv1D` with masks: the class `prunable()` gives its layers in place."""
+
 MaskedSeparableConv2D = _TWINS[keras.layers.SeparableConv2D]
+"""`keras.layers.SeparableConv2D` with masks: the class `prunable()` gives its layers in place."""
+
 MaskedEmbedding = _TWINS[keras.layers.Embedding]
+"""`keras.layers.Embedding` with masks: the class `prunable()` gives its layers in place."""
+
 MaskedLSTMCell = _TWINS[keras.layers.LSTMCell]
+"""`keras.layers.LSTMCell` with masks: the class `prunable()` gives its layers in place."""
+
 MaskedGRUCell = _TWINS[keras.layers.GRUCell]
+"""`keras.layers.GRUCell` with masks: the class `prunable()` gives its layers in place."""
+
 MaskedSimpleRNNCell = _TWINS[keras.layers.SimpleRNNCell]
+"""`keras.layers.SimpleRNNCell` with masks: the class `prunable()` gives its layers in place."""

@@ -258,7 +258,8 @@ def check_filters(filters):
             "Received an invalid value for `filters`, expected a regex string, a list of "
             f"regex strings or a callable taking a layer. Received: filters={filters!r}"
         )
-    for pattern in [filters] if isinstance(filters, str) else filters or []:
+    patterns = [filters] if isinstance(filters, str) else filters
+    for pattern in patterns if isinstance(patterns, (list, tuple)) else []:
         if isinstance(pattern, str):
             try:
                 re.compile(pattern)

@@ -148,6 +148,8 @@ class Score(Policy):
 
 
 SCORES = Registry("method", Score)
+"""The registered scores by name: `"magnitude"`, `"random"` (and, from `lth_keras.saliency`,
+`"snip"`, `"grasp"`, `"synflow"`)."""
 
 
 @SCORES.register("magnitude")

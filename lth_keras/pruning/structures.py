@@ -85,6 +85,7 @@ class _StructureRegistry(Registry):
 
 
 STRUCTURES = _StructureRegistry("structure", Structure)
+"""The registered structures by name (`"unstructured"`, `"units"`, `"block:1xK"`, `"N:M"`)."""
 
 
 @STRUCTURES.register("unstructured")

@@ -234,3 +234,38 @@ def test_source_and_copies_train_independently(data):
         model.fit(x, y, epochs=1, batch_size=32, verbose=0)
     assert not np.array_equal(plain.get_layer("fc").kernel.numpy(), before)
     np.testing.assert_array_equal(masked.get_layer("fc").kernel_initial.numpy(), before)
+
+
+class _Unnamed(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.a = keras.layers.Dense(4)
+        self.b = keras.layers.Dense(2)
+
+    def call(self, x):
+        return self.b(self.a(x))
+
+
+def test_strip_masks_copies_a_subclassed_model_with_unnamed_layers():
+    model = _Unnamed()
+    x = np.random.default_rng(0).normal(size=(2, 3)).astype("float32")
+    model(x)
+    lth_keras.prunable(model, filters=lambda layer: layer is model.a)
+    masks = {
+        k: np.random.default_rng(1).random(m.shape) > 0.5
+        for k, m in lth_keras.get_masks(model).items()
+    }
+    lth_keras.set_masks(model, masks)
+    plain = lth_keras.strip_masks(model)
+    assert plain is not model and lth_keras.masked_layers(model)
+    assert not lth_keras.masked_layers(plain)
+    np.testing.assert_allclose(numpy(plain(x)), numpy(model(x)), rtol=1e-6, atol=1e-6)
+
+
+def test_strip_masks_of_a_model_its_config_cannot_rebuild_says_what_to_do():
+    model = _Subclassed()  # its __init__ takes no arguments, so no config rebuilds it
+    model(np.ones((2, 3), "float32"))
+    lth_keras.prunable(model)
+    with pytest.raises(ValueError, match=r"could not copy the model.*in_place=True"):
+        lth_keras.strip_masks(model)
+    assert lth_keras.masked_layers(model)  # unchanged
