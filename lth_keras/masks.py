@@ -16,6 +16,7 @@ from lth_keras.layers import MaskedLayerMixin
 
 __all__ = [
     "apply_masks",
+    "apply_masks_stateless",
     "get_kernels",
     "get_masks",
     "masked_layers",
@@ -241,6 +242,45 @@ def apply_masks(model):
     """
     for layer in masked_layers(model):
         layer.apply_masks()
+
+
+def apply_masks_stateless(model, trainable_values, non_trainable_values):
+    """`apply_masks` for a training loop that holds the model's state as values (JAX).
+
+    In a stateless loop (`model.stateless_call`, `optimizer.stateless_apply`)
+    the variables are not written, so `apply_masks` cannot run; this returns
+    the trainable values with every masked weight zeroed where its mask, read
+    from the non-trainable values, is False. Call it after the optimizer's
+    update, inside the same compiled step: pruned weights are then exactly
+    zero whatever the optimizer does (optimizers whose update of a weight
+    depends only on that weight's gradient keep them zero anyway).
+
+    Args:
+        model: The model whose `trainable_variables` and
+            `non_trainable_variables` the values stand for, in that order.
+        trainable_values: Values of `model.trainable_variables`.
+        non_trainable_values: Values of `model.non_trainable_variables`.
+
+    Returns:
+        A list of values for `model.trainable_variables`.
+
+    Example:
+
+    ```python
+    trainable, optimizer_state = optimizer.stateless_apply(optimizer_state, grads, trainable)
+    trainable = lth_keras.masks.apply_masks_stateless(model, trainable, non_trainable)
+    ```
+    """
+    from lth_keras.layers import kept
+
+    position = {id(v): i for i, v in enumerate(model.trainable_variables)}
+    mask_position = {id(v): i for i, v in enumerate(model.non_trainable_variables)}
+    values = list(trainable_values)
+    for _, _, weight in prunable_entries(model):
+        i, j = position.get(id(weight.variable)), mask_position.get(id(weight.mask))
+        if i is not None and j is not None:
+            values[i] = kept(non_trainable_values[j], values[i])
+    return values
 
 
 def set_masks(model, masks):
