@@ -163,7 +163,8 @@ def test_second_run_is_refused_and_a_killed_runs_lock_is_taken_over(tmp_path):
 
 
 def test_lock_is_reentrant_in_one_process_and_released(tmp_path):
-    from lth_keras.experiments.rundir import RunDir, _held
+    from lth_keras.experiments.rundir import RunDir
+    from lth_keras.experiments.runlock import _held
 
     first = RunDir(tmp_path, {"a": 1})
     second = RunDir(tmp_path, {"a": 1})

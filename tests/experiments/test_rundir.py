@@ -8,13 +8,8 @@ import numpy as np
 import pytest
 
 from lth_keras.experiments.config import ExperimentConfig
-from lth_keras.experiments.rundir import (
-    CorruptRunError,
-    RunDir,
-    RunDirInUseError,
-    _lock_file,
-    atomic_write,
-)
+from lth_keras.experiments.rundir import CorruptRunError, RunDir, RunDirInUseError, atomic_write
+from lth_keras.experiments.runlock import _lock_file
 
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path):
