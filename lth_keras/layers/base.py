@@ -396,6 +396,12 @@ class MaskedLayerMixin:
 
     def _lth_add_state(self, attrs):
         """Adds a mask and an initial copy to each of `attrs` that has none (and the bias)."""
+        from lth_keras.layers import rules  # which imports this module
+
+        axes = {r.attr: r.axes for r in rules.layer_rules(self) if r.axes != (None, None)}
+        if any(self.kernel_axes.get(attr) != value for attr, value in axes.items()):
+            # This layer's own layout (an EinsumDense's depends on its equation).
+            object.__setattr__(self, "kernel_axes", {**self.kernel_axes, **axes})
         for attr in attrs:
             if vars(self).get(f"{attr}_mask") is not None:
                 continue

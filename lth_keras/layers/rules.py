@@ -58,8 +58,10 @@ def _einsum_axes(layer):
     contracted = [i for i, c in enumerate(kernel) if c in inputs and c not in output]
     produced = [i for i, c in enumerate(kernel) if c in output and c not in inputs]
     n = len(kernel)
+    # The innermost contracted axis groups blocks and N:M (head_dim for an
+    # attention output); units need a single output axis.
     return (
-        contracted[0] - n if len(contracted) == 1 else None,
+        contracted[-1] - n if contracted else None,
         produced[0] - n if len(produced) == 1 else None,
     )
 
