@@ -1,16 +1,18 @@
-"""The networks of the paper's Figure 2, as plain Keras models.
+"""The networks of the paper's Figure 2, and a small ViT, as plain Keras models.
 
-Every kernel uses the Gaussian Glorot initialisation of Frankle & Carbin
-(2019). The models are plain Keras; `lth_keras.prunable(model)` masks them.
-The last layer is named `"output"` in every model.
+Every kernel of the paper's networks uses the Gaussian Glorot
+initialisation of Frankle & Carbin (2019); the ViT is KerasHub's
+`ViTBackbone` with its own initialisers. The models are plain Keras;
+`lth_keras.prunable(model)` masks them. The last layer is named `"output"`
+in every model.
 """
 
 import keras
 
-__all__ = ["MODELS", "build_model", "conv_net", "lenet_300_100", "resnet20", "vgg19"]
+__all__ = ["MODELS", "build_model", "conv_net", "lenet_300_100", "resnet20", "vgg19", "vit"]
 
 #: The networks `build_model` (and `ExperimentConfig.model`) accept.
-MODELS = ("lenet", "conv2", "conv4", "conv6", "vgg19", "resnet20")
+MODELS = ("lenet", "conv2", "conv4", "conv6", "vgg19", "resnet20", "vit")
 
 _CONV_PLANS = {
     "conv2": [64, 64, "M"],
@@ -246,12 +248,73 @@ def resnet20(input_shape=(32, 32, 3), num_classes=10, width=1.0):
     return keras.Model(inputs, outputs, name="resnet20")
 
 
+def vit(input_shape=(28, 28, 1), num_classes=10, width=1.0):
+    """A small vision transformer: KerasHub's `ViTBackbone` and a linear head.
+
+    The image is cut into a 4x4 grid of patches (7x7 pixels on MNIST, 8x8 on
+    CIFAR-10), embedded to 64 dimensions with a class token and learned
+    positions, and passed through 4 pre-norm encoder blocks (4 heads, MLP
+    of 128, GELU, no dropout); the class token's final (layer-normalised)
+    vector goes to the `"output"` layer. KerasHub's initialisers are kept
+    (Glorot uniform kernels). Needs KerasHub (`pip install keras-hub`, in
+    the `test` and `dev` extras).
+
+    Args:
+        input_shape: Image shape; height and width divisible by 4. Defaults
+            to `(28, 28, 1)`.
+        num_classes: Defaults to `10`.
+        width: Multiplies the hidden size (64, rounded to a multiple of the
+            4 heads, at least 4) and the MLP size (128). Defaults to `1.0`.
+
+    Returns:
+        A functional model on the graph of a KerasHub `ViTBackbone`: layers
+        `images`, `vit_patching_and_embedding`, `vit_encoder`, the class
+        token's slice, then `output` (logits).
+
+    Raises:
+        ImportError: If KerasHub is not installed.
+        ValueError: If the image's sides are not divisible by 4.
+
+    Example:
+
+    ```python
+    model = lth_keras.prunable(vit())
+    ```
+    """
+    try:
+        import keras_hub
+    except ImportError as error:
+        raise ImportError(
+            "The `vit` model needs KerasHub, which is not installed. Install it with "
+            "`pip install keras-hub` (or the `test` extra of lth_keras)."
+        ) from error
+    height, width_px = input_shape[0], input_shape[1]
+    if height % 4 or width_px % 4:
+        raise ValueError(
+            "Received an invalid value for `input_shape`, expected height and width divisible "
+            f"by 4 (a 4x4 grid of patches). Received: input_shape={tuple(input_shape)}"
+        )
+    heads = 4
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=tuple(input_shape),
+        patch_size=(height // 4, width_px // 4),
+        num_layers=4,
+        num_heads=heads,
+        hidden_dim=heads * _scaled(64 // heads, width),
+        mlp_dim=_scaled(128, width),
+        name="vit_backbone",
+    )
+    class_token = backbone.output[:, 0, :]
+    outputs = keras.layers.Dense(num_classes, name="output")(class_token)
+    return keras.Model(backbone.input, outputs, name="vit")
+
+
 def build_model(name, input_shape, num_classes=10, width=1.0):
     """Builds one of the paper's networks by name.
 
     Args:
-        name: `"lenet"`, `"conv2"`, `"conv4"`, `"conv6"`, `"vgg19"` or
-            `"resnet20"`.
+        name: `"lenet"`, `"conv2"`, `"conv4"`, `"conv6"`, `"vgg19"`,
+            `"resnet20"` or `"vit"`.
         input_shape: Image shape, e.g. `(28, 28, 1)` or `(32, 32, 3)`.
         num_classes: Defaults to `10`.
         width: Multiplies the hidden units and filters (see each builder).
@@ -262,6 +325,7 @@ def build_model(name, input_shape, num_classes=10, width=1.0):
 
     Raises:
         ValueError: If `name` is unknown or `width` is not a float > 0.
+        ImportError: For `"vit"` without KerasHub installed.
 
     Example:
 
@@ -277,7 +341,9 @@ def build_model(name, input_shape, num_classes=10, width=1.0):
         return vgg19(input_shape, num_classes, width)
     if name == "resnet20":
         return resnet20(input_shape, num_classes, width)
+    if name == "vit":
+        return vit(input_shape, num_classes, width)
     raise ValueError(
-        "Received an invalid value for `name`, expected one of "
-        f"['lenet', 'conv2', 'conv4', 'conv6', 'vgg19', 'resnet20']. Received: name={name!r}"
+        f"Received an invalid value for `name`, expected one of {list(MODELS)}. "
+        f"Received: name={name!r}"
     )
