@@ -17,6 +17,7 @@ __all__ = [
     "conv_lstm_cell_class",
     "flatten_layers",
     "has_default_config",
+    "inference_kwargs",
     "own_variables",
     "reset_compiled_functions",
     "trusted_config",
@@ -112,6 +113,22 @@ def trusted_config():
         raise _missing("keras.src.saving.serialization_lib.SafeModeScope", error) from error
     with SafeModeScope(False):
         yield
+
+
+def inference_kwargs(model):
+    """`{"training": False}` if the model's `call` takes `training`, else `{}`.
+
+    `Layer.__call__` passes `training` only to a `call` that takes it, but
+    `stateless_call` passes its keyword arguments as they are, and a user's
+    subclassed model may not take it.
+    """
+    import inspect
+
+    parameters = inspect.signature(model.call).parameters
+    takes = "training" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
+    return {"training": False} if takes else {}
 
 
 def own_variables(layer):

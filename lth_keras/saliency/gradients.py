@@ -9,8 +9,6 @@ backend; everything else is `keras.ops`. Results are NumPy arrays: turning
 them into scores is NumPy maths, in `lth_keras.saliency.scores`.
 """
 
-import inspect
-
 import keras
 import numpy as np
 from keras import ops
@@ -124,19 +122,12 @@ def _kernel_function(model, kernels, masks, inputs, head, fixed=None):
             replaced[id(entries[key].variable)] = value
         trainable = [replaced.get(id(v), v.value) for v in model.trainable_variables]
         others = [replaced.get(id(v), v.value) for v in model.non_trainable_variables]
-        outputs, _ = model.stateless_call(trainable, others, inputs, **_inference(model))
+        outputs, _ = model.stateless_call(
+            trainable, others, inputs, **_compat.inference_kwargs(model)
+        )
         return head(outputs)
 
     return fn, keys, values
-
-
-def _inference(model):
-    """`{"training": False}` if the model's `call` takes `training` (a user's may not)."""
-    parameters = inspect.signature(model.call).parameters
-    takes = "training" in parameters or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
-    )
-    return {"training": False} if takes else {}
 
 
 def _loss_function(model, loss):

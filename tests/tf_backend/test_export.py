@@ -199,3 +199,72 @@ def test_block_sparse_tflite_runs_sparse_kernels(tmp_path, capsys):
     inputs = rng.normal(size=(3, 64)).astype("float32")
     outputs = _tflite_outputs(interpreter, inputs)
     np.testing.assert_allclose(outputs, model.predict(inputs, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+class _Net(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(16, activation="relu", name="hidden")
+        self.out = keras.layers.Dense(3, name="out")
+
+    def call(self, x):  # no `training` argument, as many users write it
+        return self.out(self.hidden(x))
+
+
+def test_a_subclassed_model_exports_with_an_input_signature(tmp_path):
+    model = _Net()
+    x = np.random.default_rng(0).normal(size=(4, 8)).astype("float32")
+    model(x)
+    lth_keras.prunable(model)
+    masks = {
+        k: np.random.default_rng(1).random(m.shape) > 0.7
+        for k, m in lth_keras.get_masks(model).items()
+    }
+    lth_keras.set_masks(model, masks)
+    with pytest.raises(ValueError, match="pass `input_signature=`"):
+        export.export_ticket(model, tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+    spec = tf.TensorSpec((None, 8), tf.float32)
+    info = export.export_ticket(model, tmp_path / "net", input_signature=spec, sparse=True)
+    serve = tf.saved_model.load(info["path"]).signatures["serving_default"]
+    np.testing.assert_allclose(serve(inputs=x)["outputs"].numpy(), model(x).numpy(), rtol=1e-5)
+    saved = _saved_variables(info["path"])
+    assert not any("mask" in name or "initial" in name for name in saved)
+    assert lth_keras.masked_layers(model)  # the model keeps its masks
+    lite = export.export_tflite(model, tmp_path / "net.tflite", input_signature=spec)
+    interpreter = tf.lite.Interpreter(model_path=lite["path"])
+    runner = interpreter.get_signature_runner()
+    out = runner(inputs=x[:1])["outputs"]
+    np.testing.assert_allclose(out, model(x[:1]).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_keras_hub_model_exports(tmp_path):
+    keras_hub = pytest.importorskip("keras_hub")
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=40,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=8,
+    )
+    model = keras.Model(
+        backbone.input, keras.layers.Dense(2, name="head")(backbone.output["pooled_output"])
+    )
+    lth_keras.prunable(model)
+    masks = {
+        k: np.random.default_rng(1).random(m.shape) > 0.5
+        for k, m in lth_keras.get_masks(model).items()
+    }
+    lth_keras.set_masks(model, masks)
+    tokens = np.random.default_rng(0).integers(1, 40, (2, 8)).astype("int32")
+    x = {
+        "token_ids": tokens,
+        "segment_ids": np.zeros_like(tokens),
+        "padding_mask": np.ones_like(tokens),
+    }
+    info = export.export_ticket(model, tmp_path / "bert")
+    serve = tf.saved_model.load(info["path"]).signatures["serving_default"]
+    out = serve(**{name: tf.constant(x[name]) for name in info["signature"]["inputs"]})["outputs"]
+    np.testing.assert_allclose(out.numpy(), model(x).numpy(), rtol=1e-4, atol=1e-5)
+    assert info["weights_remaining"] < 0.6
