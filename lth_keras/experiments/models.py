@@ -267,8 +267,9 @@ def vit(input_shape=(28, 28, 1), num_classes=10, width=1.0):
             4 heads, at least 4) and the MLP size (128). Defaults to `1.0`.
 
     Returns:
-        A functional model on the graph of a KerasHub `ViTBackbone`: layers
-        `images`, `vit_patching_and_embedding`, `vit_encoder`, the class
+        A functional model: input `pixels`, the KerasHub `ViTBackbone`
+        `vit_backbone` (mask keys start at its layers,
+        `vit_patching_and_embedding/...` and `vit_encoder/...`), the class
         token's slice, then `output` (logits).
 
     Raises:
@@ -304,9 +305,12 @@ def vit(input_shape=(28, 28, 1), num_classes=10, width=1.0):
         mlp_dim=_scaled(128, width),
         name="vit_backbone",
     )
-    class_token = backbone.output[:, 0, :]
+    # The backbone is nested whole: KerasHub 0.32 cannot rebuild its layers
+    # from their own configs (ViTPatchingAndEmbedding), only the backbone.
+    inputs = keras.Input(input_shape, name="pixels")
+    class_token = backbone(inputs)[:, 0, :]
     outputs = keras.layers.Dense(num_classes, name="output")(class_token)
-    return keras.Model(backbone.input, outputs, name="vit")
+    return keras.Model(inputs, outputs, name="vit")
 
 
 def build_model(name, input_shape, num_classes=10, width=1.0):
