@@ -39,8 +39,25 @@ flags.DEFINE_integer("iterations", 1000, "Training steps per round (1,000 of 128
 flags.DEFINE_integer("eval_every", 100, "Steps between evaluations.")
 flags.DEFINE_integer("rounds", 8, "Pruning rounds; 8 at 0.2 leave 16.8% of each kernel.")
 flags.DEFINE_string("output_dir", "runs/reproduce_vit", "Parent folder of the runs.")
+flags.DEFINE_integer("validation_examples", 5000, "Training images held out for validation.")
+flags.DEFINE_integer("train_examples", None, "Train on this many images only (default: all).")
+flags.DEFINE_integer("test_examples", None, "Test on this many images only (default: all).")
+flags.DEFINE_integer("train_eval_examples", 10000, "Images train accuracy is measured on.")
+flags.DEFINE_bool("jit_compile", True, "XLA; --nojit_compile starts sooner, runs slower.")
 FLAGS = flags.FLAGS
-_FLAG_NAMES = ("seeds", "rewinds", "iterations", "eval_every", "rounds", "output_dir")
+_FLAG_NAMES = (
+    "seeds",
+    "rewinds",
+    "iterations",
+    "eval_every",
+    "rounds",
+    "output_dir",
+    "validation_examples",
+    "train_examples",
+    "test_examples",
+    "train_eval_examples",
+    "jit_compile",
+)
 
 #: Kernel groups, by a pattern of the mask keys the runner records.
 GROUPS = (
@@ -66,7 +83,11 @@ def configs():
                 eval_every=FLAGS.eval_every,
                 rewind_iteration=int(rewind),
                 controls=("reinit",),
-                jit_compile=True,
+                validation_examples=FLAGS.validation_examples,
+                train_examples=FLAGS.train_examples,
+                test_examples=FLAGS.test_examples,
+                train_eval_examples=FLAGS.train_eval_examples,
+                jit_compile=FLAGS.jit_compile,
             )
     return out
 
