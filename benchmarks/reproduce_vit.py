@@ -13,7 +13,10 @@ seed. Writes, under `--output_dir`, one run directory per (arm, seed) and:
   mean with min-max; the share of weights remaining per group (attention,
   MLP, patch embedding, head) at every round; the counts stated below;
 - `summary.json`: the same numbers; `flags.json`: this script's flags;
-- `vit_accuracy.png`, `vit_early_stopping.png`: one panel per arm.
+- `vit_accuracy.png`, `vit_early_stopping.png`: one panel per arm;
+- `vit_curves.png` (and a table in `summary.md`): validation accuracy at
+  every evaluation of the dense network and of the last round's ticket and
+  reinit, one panel per arm.
 
 The counts, fixed before the runs: at each pruned round and in each seed,
 whether the ticket's test accuracy at early stopping is above the reinit
@@ -262,6 +265,89 @@ def plot(summary, metric, label, path):
     pyplot.close(figure)
 
 
+CURVES = (("dense", "ticket-r00"), ("ticket", "ticket-r{:02d}"), ("reinit", "reinit-r{:02d}"))
+
+
+def curves(keys, last):
+    """Validation accuracy per evaluation: `{rewind: {label: {iteration: [per seed]}}}`.
+
+    Read from each run's evaluation records: the dense network (round 0) and
+    round `last`'s ticket and reinit.
+    """
+    out = {}
+    for rewind, seed in keys:
+        records = os.path.join(FLAGS.output_dir, f"rewind{rewind}-seed{seed}", "records")
+        arm = out.setdefault(str(rewind), {})
+        for label, job in CURVES:
+            with open(os.path.join(records, job.format(last) + ".json")) as f:
+                for record in json.load(f):
+                    points = arm.setdefault(label, {}).setdefault(record["iteration"], [])
+                    points.append(record["val_accuracy"])
+    return out
+
+
+def curves_markdown(found, last, shares):
+    lines = []
+    for rewind, arm in found.items():
+        left = f"{100 * shares[rewind]:.2f}%"
+        lines += [
+            f"### Rewind to iteration {rewind}: validation accuracy during training, "
+            f"mean (min-max) over seeds",
+            "",
+            f"| iteration | dense | ticket, round {last} ({left}) | reinit, round {last} |",
+            "|---:|---:|---:|---:|",
+        ]
+        for iteration in sorted({i for points in arm.values() for i in points}):
+            cells = []
+            for label, _ in CURVES:
+                values = arm[label].get(iteration)
+                cells.append(_cell(_stats(values), 4) if values else "")
+            lines.append(f"| {iteration} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_curves(found, last, shares, path):
+    """One panel per arm: validation accuracy against iteration, min-max over seeds shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(
+        1, len(found), figsize=(5.2 * len(found), 4.4), dpi=100, sharey=True, squeeze=False
+    )
+    for axis, (rewind, arm) in zip(axes[0], found.items(), strict=True):
+        for label, _ in CURVES:
+            x = sorted(arm[label])
+            mean = [statistics.mean(arm[label][i]) for i in x]
+            axis.plot(
+                x, mean, marker="o", markersize=3, label=_curve_label(label, last, shares[rewind])
+            )
+            low, high = [min(arm[label][i]) for i in x], [max(arm[label][i]) for i in x]
+            axis.fill_between(x, low, high, alpha=0.2)
+        axis.set_xlabel("iteration")
+        axis.set_title(f"rewind to iteration {rewind}", fontsize=10)
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=9, loc="lower right")
+    axes[0][0].set_ylabel("validation accuracy")
+    figure.suptitle(
+        f"Small ViT on MNIST: validation accuracy while training\n"
+        f"mean of {len(FLAGS.seeds)} seeds, shaded from the lowest to the highest",
+        fontsize=11,
+    )
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    pyplot.close(figure)
+
+
+def _curve_label(label, last, share):
+    if label == "dense":
+        return "dense network (round 0)"
+    name = "winning ticket" if label == "ticket" else "random reinit"
+    return f"{name}, round {last} ({100 * share:.1f}% of attention + MLP)"
+
+
 def main(argv):
     del argv
     from lth_keras.experiments import runner as experiment
@@ -277,19 +363,29 @@ def main(argv):
     sizes, group_of = group_sizes()
     summary = summarize(runs, sizes, group_of)
     seeds = [int(s) for s in FLAGS.seeds]
-    text = markdown(summary, seeds) + "\n" + "\n".join(counts(summary)) + "\n"
+    found = curves(runs, FLAGS.rounds)
+    shares = {
+        rewind: arm[FLAGS.rounds]["shares"]["attention + MLP"] for rewind, arm in summary.items()
+    }
+    text = markdown(summary, seeds) + "\n" + curves_markdown(found, FLAGS.rounds, shares)
+    text += "\n" + "\n".join(counts(summary)) + "\n\n"
+    for (rewind, seed), rows in runs.items():
+        minutes = sum(row["wall_seconds"] for row in rows) / 60
+        text += f"Training time, rewind {rewind}, seed {seed}: {minutes:.1f} minutes.\n"
     wall = time.monotonic() - began
     text += f"\nThis invocation: {wall / 60:.1f} minutes of wall time.\n"
     print(text)
     with open(os.path.join(FLAGS.output_dir, "summary.md"), "w") as f:
         f.write(text)
     with open(os.path.join(FLAGS.output_dir, "summary.json"), "w") as f:
-        json.dump({"summary": summary, "counts": counts(summary), "wall_seconds": wall}, f)
+        summary_json = {"summary": summary, "curves": found, "counts": counts(summary)}
+        json.dump({**summary_json, "wall_seconds": wall}, f)
     for metric, label, name in (
         ("test_accuracy_es", "test accuracy at early stopping", "accuracy"),
         ("es_iteration", "early-stopping iteration", "early_stopping"),
     ):
         plot(summary, metric, label, os.path.join(FLAGS.output_dir, f"vit_{name}.png"))
+    plot_curves(found, FLAGS.rounds, shares, os.path.join(FLAGS.output_dir, "vit_curves.png"))
 
 
 if __name__ == "__main__":
