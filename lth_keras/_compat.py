@@ -18,6 +18,7 @@ __all__ = [
     "flatten_layers",
     "has_default_config",
     "inference_kwargs",
+    "optimizer_slots",
     "own_variables",
     "reset_compiled_functions",
     "trusted_config",
@@ -129,6 +130,19 @@ def inference_kwargs(model):
         p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
     )
     return {"training": False} if takes else {}
+
+
+def optimizer_slots(optimizer, variable):
+    """The optimizer's per-weight state variables of `variable` (its momenta, ...).
+
+    Keras names each slot `"<variable.path with / as _>_<slot name>"`
+    (`BaseOptimizer.add_variable_from_reference`); there is no public map
+    from a variable to its slots. Only slots of the variable's shape are
+    returned (Adafactor's factored row and column statistics are not).
+    """
+    prefix = variable.path.replace("/", "_") + "_"
+    shape = tuple(variable.shape)
+    return [v for v in optimizer.variables if v.name.startswith(prefix) and tuple(v.shape) == shape]
 
 
 def own_variables(layer):

@@ -240,6 +240,37 @@ class OptimizerReset:
         for variable in _iteration_variables(self.optimizer):
             variable.assign(steps)
 
+    def reset_pruned(self, masks):
+        """Gives newly pruned entries a fresh optimizer state; kept entries keep theirs.
+
+        For masks that change during training (gradual pruning): momentum or
+        Adam moments kept at a pruned entry would move the pruned weight
+        (on JAX, where no constraint masks after the update), so each slot
+        of a masked weight (`"<weight path>_momentum"`, ...) takes a fresh
+        optimizer's value where the mask is False.
+
+        Args:
+            masks: `{id(weight variable): bool mask}`.
+
+        Example:
+
+        ```python
+        reset.reset_pruned({id(w.variable): mask for w, mask in pairs})
+        ```
+        """
+        fresh = {id(variable): value for variable, value in self._fresh()}
+        for variable in self.variables:
+            mask = masks.get(id(variable))
+            if mask is None:
+                continue
+            for leaf in _leaves(self.optimizer):
+                for slot in _compat.optimizer_slots(leaf, variable):
+                    value = fresh.get(id(slot))
+                    if value is None:
+                        continue
+                    value = ops.cast(ops.broadcast_to(value, slot.shape), slot.dtype)
+                    slot.assign(ops.where(ops.convert_to_tensor(mask), slot.value, value))
+
     def iterations(self):
         """The optimizer's step count as an int.
 

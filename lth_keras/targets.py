@@ -179,7 +179,7 @@ class Targets:
             )
         return pruning.PruneTargets(rates, None if layerwise else self.rate, layouts)
 
-    def prune(self, model, rng, kernels=None, masks=None, bind=True):
+    def prune(self, model, rng, kernels=None, masks=None, bind=True, sparsity=None):
         """The masks one round of pruning gives; nothing is written.
 
         Args:
@@ -190,6 +190,11 @@ class Targets:
                 `None`: the model's.
             bind: Whether to bind a score that needs the model to `model`.
                 Defaults to `True`.
+            sparsity: Instead of the rates, a sparsity to reach (a step
+                schedule's): each kernel (or, with `scope="global"`, the
+                pooled kernels) keeps `keep_count(n, sparsity)` of its `n`
+                weights, tfmot's rule, or what it keeps now if that is less.
+                Defaults to `None`.
 
         Returns:
             `{key: bool array}`, each a subset of the current mask.
@@ -205,7 +210,26 @@ class Targets:
             self.method.bind(model)
         masks = masks_lib.get_masks(model) if masks is None else masks
         kernels = masks_lib.get_kernels(model) if kernels is None else kernels
-        return self.method.prune(kernels, masks, self.resolve(model), self.structure, rng)
+        resolved = self.resolve(model)
+        if sparsity is not None:
+            resolved = self._to_sparsity(resolved, masks, sparsity)
+        return self.method.prune(kernels, masks, resolved, self.structure, rng)
+
+    def _to_sparsity(self, resolved, masks, sparsity):
+        """`resolved` with the rates that reach `sparsity` (tfmot's count rule)."""
+
+        def rate(size, alive):
+            keep = min(alive, pruning.keep_count(size, sparsity))
+            return (alive - keep) / alive if alive else 0.0
+
+        keys = list(resolved.rates)
+        if self.scope == "global":
+            size = sum(masks[k].size for k in keys)
+            alive = sum(int(masks[k].sum()) for k in keys)
+            pooled = rate(size, alive)
+            return pruning.PruneTargets(dict.fromkeys(keys, pooled), pooled, resolved.layouts)
+        rates = {k: rate(masks[k].size, int(masks[k].sum())) for k in keys}
+        return pruning.PruneTargets(rates, None, resolved.layouts)
 
     def check(self, model):
         """Refuses, before training, targets that cannot prune `model`.

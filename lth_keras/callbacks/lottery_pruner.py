@@ -14,8 +14,10 @@ import numpy as np
 
 from lth_keras import masks as masks_lib
 from lth_keras import pruning
+from lth_keras.callbacks.gradual import Gradual
 from lth_keras.callbacks.resets import ResetContext, get_reset
 from lth_keras.options import check_int, check_pruning_options
+from lth_keras.pruning import Rounds
 from lth_keras.pruning import early_bird as early_bird_lib
 from lth_keras.rewind import OptimizerReset, WeightSnapshot, describe, moves_pruned_weights
 from lth_keras.targets import Targets
@@ -172,7 +174,16 @@ class LotteryPruner(keras.callbacks.Callback):
 
     What to prune (the kernels, their rates, the score and the structure) is
     a `lth_keras.Targets`, given as `targets=` or built from the shorthand
-    arguments `rate` ... `structure`, which are its arguments.
+    arguments `rate` ... `structure`, which are its arguments. When to prune
+    is a schedule: `lth_keras.pruning.Rounds` (the rounds above, the
+    default, built from `epochs_per_round`, `max_rounds` and
+    `target_sparsity`), or a step schedule with tfmot's semantics,
+    `lth_keras.pruning.PolynomialDecay` or `ConstantSparsity`: gradual
+    pruning (Zhu & Gupta, 2017) inside `fit`, the masks set to the
+    schedule's sparsity at the steps it names (tfmot's count rule
+    `lth_keras.pruning.keep_count`), the weights never reset and newly
+    pruned entries given a fresh optimizer state; `history[-1]["updates"]`
+    records each update (see `lth_keras.callbacks.gradual`).
 
     Args:
         rate: Fraction of the remaining weights pruned per round, in (0, 1).
@@ -195,20 +206,26 @@ class LotteryPruner(keras.callbacks.Callback):
             (scores on data need it given), or another `Score`. The pruner
             binds the score to its model. Defaults to `"magnitude"`.
         reset: `"rewind"`, `"lr_rewind"`, `"finetune"`, `"reinit"` (see
-            above) or a `lth_keras.callbacks.Reset`. Defaults to `"rewind"`.
+            above) or a `lth_keras.callbacks.Reset`; rounds only. Defaults to
+            `None`: `"rewind"`.
         structure: The sparsity structure: `"unstructured"`, `"units"`
             (whole units/filters; the last layer keeps its units),
             `"block:1x4"`, `"block:1x16"` (blocks along the input axis),
             `"N:M"` such as `"2:4"`, or a `lth_keras.pruning.Structure`
             (see `lth_keras.pruning.structured`). Defaults to
             `"unstructured"`.
+        schedule: A `lth_keras.pruning.Rounds`, `PolynomialDecay` or
+            `ConstantSparsity`. Defaults to `None`: `Rounds` from
+            `epochs_per_round`, `max_rounds` and `target_sparsity` (with a
+            step schedule leave those, `reset`, late rewinding and
+            `early_bird` unset).
         rewind_epoch: Late resetting: rewind to the end of this epoch of
             round 0. Defaults to `0`.
         rewind_iteration: Late resetting: rewind to this optimizer step of
             round 0. With `steps_per_execution > 1` the snapshot is taken at
             the first execution boundary at or after it. Defaults to `0`.
-        epochs_per_round: If set, a new round every this many epochs.
-            Defaults to `None` (one round per `fit` call).
+        epochs_per_round: If set, a new round every this many epochs
+            (`Rounds`). Defaults to `None` (one round per `fit` call).
         max_rounds: Stop after this many pruning rounds. Defaults to `None`.
         target_sparsity: Stop pruning once at least this fraction of
             prunable weights is pruned, in (0, 1); the last round may go past
@@ -254,8 +271,9 @@ class LotteryPruner(keras.callbacks.Callback):
         exclude=(),
         scope="layerwise",
         method="magnitude",
-        reset="rewind",
+        reset=None,
         structure="unstructured",
+        schedule=None,
         rewind_epoch=0,
         rewind_iteration=0,
         epochs_per_round=None,
@@ -293,7 +311,35 @@ class LotteryPruner(keras.callbacks.Callback):
                 method=method,
                 structure=structure,
             )
-        self.reset = get_reset(reset)
+        rounds = {"epochs_per_round": epochs_per_round, "max_rounds": max_rounds}
+        rounds["target_sparsity"] = target_sparsity
+        if schedule is None:
+            schedule = Rounds(**rounds)
+        self.schedule = pruning.get_schedule(schedule)
+        self._gradual = None
+        if isinstance(self.schedule, pruning.SparsitySchedule):
+            late = {"rewind_epoch": rewind_epoch, "rewind_iteration": rewind_iteration}
+            given = [k for k, v in {**rounds, **late, "reset": reset}.items() if v]
+            if early_bird:
+                given.append("early_bird")
+            if given:
+                raise ValueError(
+                    "With a step schedule (gradual pruning) masks change during training "
+                    "and weights are never reset, so rounds, resets, late rewinding and "
+                    f"early-bird do not apply. Received: schedule={self.schedule!r} and {given}"
+                )
+            self._gradual = Gradual(self, self.schedule)
+            # Keras dispatches batch hooks only to callbacks that define them.
+            self.on_train_batch_begin = self._gradual_batch_begin
+        elif any(v is not None for v in rounds.values()) and schedule is not None:
+            if not isinstance(schedule, Rounds) or any(
+                v is not None and getattr(schedule, k) != v for k, v in rounds.items()
+            ):
+                raise ValueError(
+                    "Pass the rounds either as `schedule=Rounds(...)` or as "
+                    f"epochs_per_round/max_rounds/target_sparsity, not both. Received: {rounds}"
+                )
+        self.reset = get_reset("rewind" if reset is None else reset)
         if early_bird is True:
             early_bird = pruning.EarlyBird()
         if early_bird is not None and not isinstance(early_bird, pruning.EarlyBird):
@@ -311,18 +357,12 @@ class LotteryPruner(keras.callbacks.Callback):
             reset_name=self.reset.name,
             rewind_epoch=rewind_epoch,
             rewind_iteration=rewind_iteration,
-            epochs_per_round=epochs_per_round,
+            epochs_per_round=self._rounds("epochs_per_round"),
         )
-        check_int(max_rounds, "max_rounds", 1, allow_none=True)
         check_int(seed, "seed", 0, allow_none=True)
         check_int(verbose, "verbose", 0)
-        if target_sparsity is not None:
-            pruning.check_rate(target_sparsity, "target_sparsity")
         self.rewind_epoch = rewind_epoch
         self.rewind_iteration = rewind_iteration
-        self.epochs_per_round = epochs_per_round
-        self.max_rounds = max_rounds
-        self.target_sparsity = target_sparsity
         self.seed = seed
         self.verbose = verbose
         if rewind_iteration:
@@ -345,6 +385,27 @@ class LotteryPruner(keras.callbacks.Callback):
         self._early_recent = []  # candidate masks of its last epochs
 
     # Keras hooks -----------------------------------------------------------
+
+    def _rounds(self, name):
+        return getattr(self.schedule, name, None)
+
+    @property
+    def epochs_per_round(self):
+        """Epochs per round (`schedule.epochs_per_round`), or `None`."""
+        return self._rounds("epochs_per_round")
+
+    @property
+    def max_rounds(self):
+        """The last round (`schedule.max_rounds`), or `None`."""
+        return self._rounds("max_rounds")
+
+    @property
+    def target_sparsity(self):
+        """The sparsity at which rounds stop (`schedule.target_sparsity`), or `None`."""
+        return self._rounds("target_sparsity")
+
+    def _gradual_batch_begin(self, batch, logs=None):
+        self._gradual.batch_begin(batch)
 
     @property
     def method(self):
@@ -384,11 +445,13 @@ class LotteryPruner(keras.callbacks.Callback):
             self._optimizer_reset = OptimizerReset(optimizer, self.model.trainable_variables)
         if not self._started:
             self._start()
-        elif self.epochs_per_round is None and self._round_trained:
+        elif self._gradual is None and self.epochs_per_round is None and self._round_trained:
             self._maybe_next_round()
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.epochs_per_round and self._epochs_in_round >= self.epochs_per_round:
+        if self._gradual is not None:
+            self._gradual.epoch_begin()
+        elif self.epochs_per_round and self._epochs_in_round >= self.epochs_per_round:
             self._maybe_next_round()
 
     def _watch_rewind_iteration(self, batch, logs=None):
@@ -484,6 +547,7 @@ class LotteryPruner(keras.callbacks.Callback):
                 "recent": early_bird_lib.pack_recent(self._early_recent),
             },
             "snapshot": None if self._snapshot is None else dict(self._snapshot.values),
+            "gradual": None if self._gradual is None else self._gradual.get_state(),
         }
 
     def set_state(self, state):
@@ -518,6 +582,8 @@ class LotteryPruner(keras.callbacks.Callback):
         self._early_recent = early_bird_lib.unpack_recent(early["recent"])
         snapshot = state["snapshot"]
         self._snapshot = None if snapshot is None else WeightSnapshot.from_values(snapshot)
+        if self._gradual is not None:
+            self._gradual.set_state(state.get("gradual"))
 
     # Rounds ----------------------------------------------------------------
 
@@ -540,11 +606,9 @@ class LotteryPruner(keras.callbacks.Callback):
         self._rewind_step = self._optimizer_reset.iterations()
 
     def _can_prune(self):
-        if self.max_rounds is not None and self.round >= self.max_rounds:
-            return False
-        if self.target_sparsity is not None and 1.0 - self._remaining >= self.target_sparsity:
-            return False
-        return True
+        if self._gradual is not None:
+            return False  # no rounds: the schedule prunes during training
+        return self.schedule.can_prune(self.round, self._remaining)
 
     def _maybe_next_round(self):
         if not self._can_prune():

@@ -437,13 +437,19 @@ class MaskedLayerMixin:
             if vars(self).get(f"{attr}_initial") is not None:
                 continue
             variable = self._lth_variable(attr)
+            try:
+                value = _from_host(ops.convert_to_numpy(variable))
+            except (NotImplementedError, TypeError, ValueError):
+                value = None  # built inside a trace (a subclassed model's first call)
             initial = self.add_weight(
                 name=f"{attr}_initial",
                 shape=variable.shape,
-                initializer=_from_host(ops.convert_to_numpy(variable)),
+                initializer="zeros" if value is None else value,
                 dtype=variable.dtype,
                 trainable=False,
             )
+            if value is None:
+                initial.assign(_copy(variable))
             setattr(self, f"{attr}_initial", initial)
 
     def get_lottery_weights(self):

@@ -16,7 +16,11 @@ which kernels of a model to prune at which rate is `lth_keras.Targets`.
   `structure=`), built on the functions above; `structured`: whole units,
   blocks and N:M groups (`"units"`, `"block:1x4"`, `"2:4"`), which read each
   kernel's `KernelLayout`;
-- `early_bird`: when a round's mask is drawn (`LotteryPruner(early_bird=...)`).
+- `early_bird`: when a round's mask is drawn (`LotteryPruner(early_bird=...)`);
+- `schedules`: when to prune (`LotteryPruner(schedule=...)`): `Rounds` (the
+  paper's iterative pruning) or tfmot's step schedules `ConstantSparsity`
+  and `PolynomialDecay` (gradual pruning), with tfmot's count rule
+  `keep_count`.
 """
 
 from lth_keras.pruning.counts import (
@@ -30,6 +34,16 @@ from lth_keras.pruning.early_bird import EarlyBird, mask_distance
 from lth_keras.pruning.magnitude import global_magnitude_prune, magnitude_prune
 from lth_keras.pruning.random_masks import random_masks_like, random_prune, shuffle_masks
 from lth_keras.pruning.rates import resolve_rates
+from lth_keras.pruning.schedules import (
+    SCHEDULES,
+    ConstantSparsity,
+    PolynomialDecay,
+    Rounds,
+    Schedule,
+    SparsitySchedule,
+    get_schedule,
+    keep_count,
+)
 from lth_keras.pruning.scores import (
     SCORES,
     KernelLayout,
@@ -44,24 +58,32 @@ from lth_keras.pruning.structures import STRUCTURES, Structure, Unstructured, ge
 
 __all__ = [
     "NM",
+    "SCHEDULES",
     "SCORES",
     "STRUCTURES",
     "Blocks",
+    "ConstantSparsity",
     "EarlyBird",
     "KernelLayout",
     "Magnitude",
+    "PolynomialDecay",
     "PruneTargets",
     "Random",
+    "Rounds",
+    "Schedule",
     "Score",
+    "SparsitySchedule",
     "Structure",
     "Units",
     "Unstructured",
     "check_rate",
     "check_rates",
     "fraction_remaining",
+    "get_schedule",
     "get_score",
     "get_structure",
     "global_magnitude_prune",
+    "keep_count",
     "magnitude_prune",
     "mask_distance",
     "prune_count",

@@ -269,3 +269,19 @@ def test_strip_masks_of_a_model_its_config_cannot_rebuild_says_what_to_do():
     with pytest.raises(ValueError, match=r"could not copy the model.*in_place=True"):
         lth_keras.strip_masks(model)
     assert lth_keras.masked_layers(model)  # unchanged
+
+
+def test_a_twin_built_in_a_subclassed_models_first_call_has_its_initial_weights():
+    class Net(keras.Model):  # Keras builds the sublayers inside a trace on TensorFlow
+        def __init__(self):
+            super().__init__()
+            self.fc = lth_keras.MaskedDense(2, name="fc")
+
+        def call(self, x):
+            return self.fc(x)
+
+    model = Net()
+    model(np.ones((1, 3), "float32"))
+    (weight,) = [w for w in model.fc.get_lottery_weights() if w.name == "kernel"]
+    np.testing.assert_array_equal(numpy(weight.initial), numpy(weight.variable))
+    assert [w.name for w in model.fc.get_lottery_weights()] == ["kernel", "bias"]
