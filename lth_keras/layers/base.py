@@ -204,6 +204,15 @@ def _from_host(value):
     return initializer
 
 
+def _copy_of(variable):
+    """An initializer copying `variable`'s value when it is called."""
+
+    def initializer(shape, dtype=None):
+        return _copy(variable)
+
+    return initializer
+
+
 def _copy(value):
     """A new tensor holding `value`, to assign to another variable.
 
@@ -440,16 +449,17 @@ class MaskedLayerMixin:
             try:
                 value = _from_host(ops.convert_to_numpy(variable))
             except (NotImplementedError, TypeError, ValueError):
-                value = None  # built inside a trace (a subclassed model's first call)
+                # Built inside a trace (a subclassed model's first call): Keras
+                # initializes the variables when the trace ends, the kernel
+                # first, so the copy reads it then.
+                value = _copy_of(variable)
             initial = self.add_weight(
                 name=f"{attr}_initial",
                 shape=variable.shape,
-                initializer="zeros" if value is None else value,
+                initializer=value,
                 dtype=variable.dtype,
                 trainable=False,
             )
-            if value is None:
-                initial.assign(_copy(variable))
             setattr(self, f"{attr}_initial", initial)
 
     def get_lottery_weights(self):
