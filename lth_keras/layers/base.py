@@ -297,6 +297,13 @@ CONFIG_KEY = "lth_masked"
 STORE_KEY = "lth_keras"
 
 
+def stored_names(store):
+    """The masked weights a layer's saved variables record, or `None` (saved without masks)."""
+    if STORE_KEY not in store.keys():
+        return None
+    return tuple(json.loads(bytes(np.asarray(store[STORE_KEY])).decode())["masked"])
+
+
 class MaskedLayerMixin:
     """Masks and initial weights for a Keras layer; see the module docstring.
 
@@ -413,6 +420,15 @@ class MaskedLayerMixin:
             return getattr(self, storage) if variable is None else variable
         return getattr(self, attr)
 
+    def _lth_layout(self):
+        """`{weight: (input axis, output axis)}` of this layer where it differs by instance.
+
+        Twins of layer classes (`lth_keras.layers.twin_class`) read it from
+        the rules (an `EinsumDense`'s axes depend on its equation); a layer
+        written with this mixin declares `kernel_axes`.
+        """
+        return {}
+
     def _lth_rewound_attrs(self, attrs=None):
         attrs = list(self.prunable_attrs if attrs is None else attrs)
         if "bias" not in self.prunable_attrs and isinstance(
@@ -423,9 +439,7 @@ class MaskedLayerMixin:
 
     def _lth_add_state(self, attrs):
         """Adds a mask and an initial copy to each of `attrs` that has none (and the bias)."""
-        from lth_keras.layers import rules  # which imports this module
-
-        axes = {r.attr: r.axes for r in rules.layer_rules(self) if r.axes != (None, None)}
+        axes = self._lth_layout()
         if any(self.kernel_axes.get(attr) != value for attr, value in axes.items()):
             # This layer's own layout (an EinsumDense's depends on its equation).
             object.__setattr__(self, "kernel_axes", {**self.kernel_axes, **axes})
@@ -769,38 +783,32 @@ class MaskedLayerMixin:
         store[STORE_KEY] = np.frombuffer(names, dtype=np.uint8)
 
     def load_own_variables(self, store):
-        from lth_keras.layers import masked  # the twin machinery, which imports this module
-
         keys = [key for key in store.keys() if key != STORE_KEY]
-        names = None
-        if STORE_KEY in store.keys():
-            names = tuple(json.loads(bytes(np.asarray(store[STORE_KEY])).decode())["masked"])
-        if masked.loading_reconciles() and names is not None:
-            masked.reconcile(self, names)
         variables = _compat.own_variables(self)
         if len(keys) == len(variables):
             for i, variable in enumerate(variables):
                 variable.assign(store[str(i)])
             self.apply_masks()
             return
-        lth = [(w.mask, w.initial) for w in self.get_lottery_weights()]
-        ours = {id(v) for pair in lth for v in pair if v is not None}
-        plain = [v for v in variables if id(v) not in ours]
-        if names is None and len(keys) == len(plain):
-            # Saved by the plain layer (the model was not pruned when saved).
-            if masked.loading_reconciles():
-                base = masked.reconcile(self, ())
-                base.load_own_variables(self, store)
-                return
-            for i, variable in enumerate(plain):  # the plain layer's layout
+        plain = self._lth_plain_variables()
+        if stored_names(store) is None and len(keys) == len(plain):
+            # Saved by the plain layer (the model was not pruned when saved):
+            # the file's weights under this model's masks.
+            for i, variable in enumerate(plain):
                 variable.assign(store[str(i)])
-            self.apply_masks()  # the file's weights under this model's masks
+            self.apply_masks()
             return
         raise ValueError(
             f"Layer {self.name!r} expected {len(variables)} variables (masks and initial "
             f"weights included) or {len(plain)} (without), but the file holds {len(keys)} "
             "for it. Received: a file saved from a model of another architecture."
         )
+
+    def _lth_plain_variables(self):
+        """The layer's own variables without its masks and initial copies, in order."""
+        lth = [(w.mask, w.initial) for w in self.get_lottery_weights()]
+        ours = {id(v) for pair in lth for v in pair if v is not None}
+        return [v for v in _compat.own_variables(self) if id(v) not in ours]
 
     def set_weights(self, weights):
         super().set_weights(weights)

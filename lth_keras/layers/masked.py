@@ -22,11 +22,13 @@ import keras
 from lth_keras import _compat
 from lth_keras.layers import rules
 from lth_keras.layers.base import (
+    STORE_KEY,
     MaskedLayerMixin,
     MaskedWeight,
     _unconstrain,
     hooked_weight,
     kept,
+    stored_names,
 )
 
 __all__ = [
@@ -178,6 +180,7 @@ def twin_class(layer_class):
     # The twin keeps its class's `__name__`: Keras names the layers of a
     # Sequential or functional model in weight files after their classes, so
     # weights saved with or without masks load into the same model either way.
+    attrs.update(_lth_layout=_twin_layout, load_own_variables=_twin_load_own_variables)
     twin = type(layer_class.__name__, (MaskedLayerMixin, layer_class), attrs)
     twin.prunable_attrs = tuple(r.attr for r in rules.class_rules(layer_class))
     twin.weight_attrs = {}
@@ -187,6 +190,25 @@ def twin_class(layer_class):
         _hook(twin, rule)
     keras.saving.register_keras_serializable(package="lth_keras", name=registered)(twin)
     return register_masked_twin(layer_class, twin)
+
+
+def _twin_layout(self):
+    """A twin's per-instance weight axes, from the rules (see `MaskedLayerMixin._lth_layout`)."""
+    return {r.attr: r.axes for r in rules.layer_rules(self) if r.axes != (None, None)}
+
+
+def _twin_load_own_variables(self, store):
+    """A twin's `load_own_variables`: inside `reconciling()`, the file's masks first."""
+    if loading_reconciles():
+        names = stored_names(store)
+        keys = [key for key in store.keys() if key != STORE_KEY]
+        if names is not None:
+            reconcile(self, names)
+        elif len(keys) == len(self._lth_plain_variables()):
+            base = reconcile(self, ())  # saved without masks: the plain layer loads it
+            base.load_own_variables(self, store)
+            return
+    MaskedLayerMixin.load_own_variables(self, store)
 
 
 def resolve_twin(registered_name, custom_objects=None):

@@ -24,6 +24,7 @@ import re
 import keras
 
 from lth_keras import _compat
+from lth_keras.layers.base import MaskedLayerMixin
 
 __all__ = ["WeightRule", "class_rules", "known_classes", "layer_rules", "plan"]
 
@@ -149,8 +150,6 @@ def _storage(held, attr):
 
 def lth_variable_ids(layer):
     """The ids of the masks and initial copies lth_keras added to `layer`."""
-    from lth_keras.layers.base import MaskedLayerMixin
-
     if not isinstance(layer, MaskedLayerMixin) or not layer.built:
         return set()
     return {
@@ -180,8 +179,6 @@ def layer_rules(layer, unknown=False):
     [r.attr for r in layer_rules(lstm_layer.cell)]  # ['kernel', 'recurrent_kernel']
     ```
     """
-    from lth_keras.layers.base import MaskedLayerMixin
-
     held = _variables_by_attr(layer)
     found = []
     for rule in class_rules(type(layer)):
@@ -299,8 +296,6 @@ def plan(layers, filters=None, unknown=False, positional=False, current=False):
     [d.path for d in decisions if d.unknown]
     ```
     """
-    from lth_keras.layers.base import MaskedLayerMixin
-
     decisions, seen = [], set()
     for path, layer in layers:
         ours = lth_variable_ids(layer)

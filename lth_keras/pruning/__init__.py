@@ -94,15 +94,3 @@ __all__ = [
     "shuffle_masks",
 ]
 
-
-_MOVED = {"Snip", "GraSP", "SynFlow", "prune_at_init"}
-
-
-def __getattr__(name):
-    # The scores that run a model moved to lth_keras.saliency (0.5.0); their
-    # old names keep working.
-    if name in _MOVED:
-        from lth_keras import saliency
-
-        return getattr(saliency, name)
-    raise AttributeError(f"module 'lth_keras.pruning' has no attribute {name!r}")
