@@ -126,12 +126,6 @@ class Targets:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"Targets({args})"
 
-    def with_rate(self, rate):
-        """The same targets with another rate (and output rate, where it was the default)."""
-        config = self.get_config()
-        config["rate"] = rate
-        return type(self)(**{**config, "method": self.method, "structure": self.structure})
-
     # Resolving against a model ---------------------------------------------
 
     def resolve(self, model):
