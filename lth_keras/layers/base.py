@@ -45,6 +45,14 @@ import numpy as np
 from keras import ops
 
 from lth_keras import _compat
+from lth_keras.layers.values import (
+    constrain,
+    copy,
+    copy_of,
+    from_host,
+    gradient_masked,
+    kept,
+)
 
 __all__ = ["LotteryWeight", "MaskedLayerMixin", "kept", "masked_weight"]
 
@@ -73,156 +81,6 @@ class LotteryWeight(typing.NamedTuple):
     variable: typing.Any
     mask: typing.Any
     initial: typing.Any
-
-
-def kept(mask, value):
-    """`value` where the boolean `mask` (of `value`'s shape) is True, exactly 0 elsewhere.
-
-    Unlike `value * mask`, pruned entries are 0 even where `value` is
-    infinite or NaN, the mask needs no cast to `value`'s dtype, and the
-    gradient with respect to `value` is exactly 0 at pruned entries. A
-    select, not a multiply: on TensorFlow without XLA a bool-to-float cast
-    costs twice the multiply. There `keras.ops.where` emits `SelectV2`,
-    whose CPU kernel takes 103 us on LeNet's first kernel against 72 us for
-    `Select` of the same shapes; both lower to the same XLA select, so
-    TensorFlow gets `Select`.
-    """
-    mask, value = ops.convert_to_tensor(mask), ops.convert_to_tensor(value)
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf  # the backend in use
-
-        return tf.raw_ops.Select(condition=mask, x=value, y=tf.zeros_like(value))
-    return ops.where(mask, value, ops.zeros_like(value))
-
-
-def _read(variable):
-    """The variable's current value as a tensor (on TensorFlow, a read op, not the resource)."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf  # the backend in use
-
-        return tf.identity(ops.convert_to_tensor(variable))
-    return ops.convert_to_tensor(variable)
-
-
-def _gradient_masked(kernel, mask):
-    """`where(mask, kernel, 0)` for a kernel already zero where `mask` is False.
-
-    The forward value is the stored kernel itself, which is kept exactly
-    zero at pruned positions (see the module docstring), so no op runs in
-    the forward pass; the gradient is zeroed where the mask is False, as the
-    gradient of the select (exactly 0 there, even for a NaN or infinite
-    upstream gradient). A select in the forward pass instead costs 8%
-    (JAX), 12% (TensorFlow) and 18% (TensorFlow with XLA) of a LeNet-300-100
-    train step on a CPU (`benchmarks/step_overhead.py`); this costs 0-2%.
-    """
-
-    @ops.custom_gradient
-    def masked(value):
-        # The mask is read here, not in `grad`: a gradient function that reads
-        # a variable fails inside TensorFlow's while loops (recurrent cells).
-        mask_value = _read(mask)
-
-        def grad(*args, upstream=None):
-            if upstream is None:
-                (upstream,) = args
-            if hasattr(upstream, "dense_shape"):
-                # A sparse gradient (rows of an embedding lookup, TensorFlow's
-                # IndexedSlices) stays sparse. Not tested by `indices`: every
-                # PyTorch tensor has an `indices()` method.
-                rows = ops.take(mask_value, upstream.indices, axis=0)
-                return type(upstream)(
-                    kept(rows, upstream.values),
-                    upstream.indices,
-                    upstream.dense_shape,
-                )
-            return kept(mask_value, upstream)
-
-        return ops.convert_to_tensor(value), grad
-
-    if keras.backend.backend() == "torch":
-        # PyTorch's autograd.Function (Keras' torch custom_gradient) only
-        # tracks tensor arguments, not variables.
-        kernel = ops.convert_to_tensor(kernel)
-    return masked(kernel)
-
-
-class MaskConstraint:
-    """A variable constraint keeping pruned entries zero after every optimizer update.
-
-    Keras applies `variable.constraint` right after the optimizer's update,
-    inside the same compiled step, with every optimizer, so the stored
-    weight, which the forward pass reads, is exactly zero at pruned
-    positions even under an optimizer whose update mixes entries (Muon). A
-    constraint the weight had (a layer's `kernel_constraint`) runs first.
-    Set on TensorFlow and PyTorch; on JAX, Keras' optimizer cannot read the
-    mask inside its compiled update, and `LotteryPruner` refuses optimizers
-    that would move pruned weights (see `lth_keras.rewind.moves_pruned_weights`).
-
-    Args:
-        mask: The boolean mask variable.
-        inner: The constraint the weight had, or `None`.
-    """
-
-    def __init__(self, mask, inner=None):
-        self.mask = mask
-        self.inner = inner
-
-    def __call__(self, value):
-        if self.inner is not None:
-            value = self.inner(value)
-        return kept(self.mask, value)
-
-
-def _constrain(variable, mask):
-    """Sets a `MaskConstraint` on `variable` where the backend can run it."""
-    if keras.backend.backend() == "jax" or isinstance(variable.constraint, MaskConstraint):
-        return
-    variable.constraint = MaskConstraint(mask, variable.constraint)
-
-
-def _unconstrain(variable):
-    """Gives `variable` back the constraint it had before `_constrain`."""
-    if isinstance(variable.constraint, MaskConstraint):
-        variable.constraint = variable.constraint.inner
-
-
-def _from_host(value):
-    """An initializer giving `value`, a NumPy array (a copy on the device, no op compiled).
-
-    Keras' "ones"/"zeros" initializers compile an op per shape on JAX: seconds
-    for the masks of a ResNet50.
-    """
-
-    if keras.backend.backend() == "jax":
-        import jax  # the backend in use
-
-        value = jax.device_put(value)  # jnp.asarray would compile a copy per shape
-
-    def initializer(shape, dtype=None):
-        return value
-
-    return initializer
-
-
-def _copy_of(variable):
-    """An initializer copying `variable`'s value when it is called."""
-
-    def initializer(shape, dtype=None):
-        return _copy(variable)
-
-    return initializer
-
-
-def _copy(value):
-    """A new tensor holding `value`, to assign to another variable.
-
-    On JAX, `a.assign(b)` makes variable `a` hold the very array of variable
-    `b`; Keras' JAX trainer donates every variable's buffer to the train
-    step, and a buffer held by two variables is donated twice ("Attempt to
-    donate the same buffer twice") or deleted under the other variable.
-    TensorFlow and PyTorch copy on assign anyway.
-    """
-    return ops.copy(value)
 
 
 def masked_weight(attr):
@@ -408,7 +266,7 @@ class MaskedLayerMixin:
         mask = vars(self).get(f"{attr}_mask")
         if mask is None or not _compat.computing():
             return raw  # the variable itself, outside a call: exactly zero where pruned
-        return _gradient_masked(raw, mask)
+        return gradient_masked(raw, mask)
 
     def _lth_storage(self, attr):
         return self.weight_attrs.get(attr, f"_{attr}")
@@ -450,23 +308,23 @@ class MaskedLayerMixin:
             mask = self.add_weight(
                 name=f"{attr}_mask",
                 shape=variable.shape,
-                initializer=_from_host(np.ones(tuple(variable.shape), bool)),
+                initializer=from_host(np.ones(tuple(variable.shape), bool)),
                 dtype="bool",
                 trainable=False,
             )
             setattr(self, f"{attr}_mask", mask)
-            _constrain(variable, mask)
+            constrain(variable, mask)
         for attr in self._lth_rewound_attrs(attrs):
             if vars(self).get(f"{attr}_initial") is not None:
                 continue
             variable = self._lth_variable(attr)
             try:
-                value = _from_host(ops.convert_to_numpy(variable))
+                value = from_host(ops.convert_to_numpy(variable))
             except (NotImplementedError, TypeError, ValueError):
                 # Built inside a trace (a subclassed model's first call): Keras
                 # initializes the variables when the trace ends, the kernel
                 # first, so the copy reads it then.
-                value = _copy_of(variable)
+                value = copy_of(variable)
             initial = self.add_weight(
                 name=f"{attr}_initial",
                 shape=variable.shape,
@@ -682,7 +540,7 @@ class MaskedLayerMixin:
         """
         for weight in self.get_lottery_weights():
             value = weight.variable
-            weight.initial.assign(_copy(value) if weight.mask is None else kept(weight.mask, value))
+            weight.initial.assign(copy(value) if weight.mask is None else kept(weight.mask, value))
 
     def rewind(self):
         """Resets masked weights to `initial * mask` and the bias to its initial value.
@@ -700,9 +558,7 @@ class MaskedLayerMixin:
         """
         for weight in self.get_lottery_weights():
             value = weight.initial
-            weight.variable.assign(
-                _copy(value) if weight.mask is None else kept(weight.mask, value)
-            )
+            weight.variable.assign(copy(value) if weight.mask is None else kept(weight.mask, value))
 
     def reinitialize(self, seed):
         """Draws new masked weights and bias from the layer's initializers.

@@ -25,11 +25,10 @@ from lth_keras.layers.base import (
     STORE_KEY,
     MaskedLayerMixin,
     MaskedWeight,
-    _unconstrain,
     hooked_weight,
-    kept,
     stored_names,
 )
+from lth_keras.layers.values import kept, unconstrain
 
 __all__ = [
     "MaskedConv1D",
@@ -331,7 +330,7 @@ def detach(layer, names=None):
         for weight in weights:
             if weight.name in names:
                 weight.variable.assign(kept(weight.mask, weight.variable))
-                _unconstrain(weight.variable)
+                unconstrain(weight.variable)
                 _compat.untrack(layer, f"{weight.name}_mask")
                 _compat.untrack(layer, f"{weight.name}_initial")
             elif weight.mask is None and not keep:

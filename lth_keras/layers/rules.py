@@ -16,6 +16,12 @@ non-trainable weights. A trainable weight of rank 2 or more of a layer
 this table does not know (a class token, a custom projection) is reported
 as unknown: `prunable()` warns and names it, and `unknown=True` masks it.
 `lth_keras.summary(model)` lists every weight with what was decided and why.
+
+A layer class may name its prunable weights itself, as tfmot's
+`PrunableLayer` protocol does: a `get_prunable_weights()` method returning
+the variables to mask (held as attributes of the layer). Those, and only
+those, are masked; the protocol method of lth_keras' own masked layers
+(`MaskedLayerMixin.get_prunable_weights`) is not such a declaration.
 """
 
 import dataclasses
@@ -26,7 +32,14 @@ import keras
 from lth_keras import _compat
 from lth_keras.layers.base import MaskedLayerMixin
 
-__all__ = ["WeightRule", "class_rules", "known_classes", "layer_rules", "plan"]
+__all__ = [
+    "WeightRule",
+    "class_rules",
+    "declared_weights_method",
+    "known_classes",
+    "layer_rules",
+    "plan",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,11 +170,78 @@ def lth_variable_ids(layer):
     }
 
 
+def declared_weights_method(layer_class):
+    """The user's `get_prunable_weights` of a layer class (tfmot's protocol), or `None`.
+
+    The first definition in the class's MRO outside `MaskedLayerMixin` and
+    its subclasses (lth_keras' masked twins and layers written for it, whose
+    method of that name returns `LotteryWeight`s).
+
+    Example:
+
+    ```python
+    class MyDense(keras.layers.Dense):
+        def get_prunable_weights(self):
+            return [self.kernel, self.bias]
+
+    declared_weights_method(MyDense)  # MyDense.get_prunable_weights
+    ```
+    """
+    for cls in layer_class.__mro__:
+        if issubclass(cls, MaskedLayerMixin):
+            continue
+        method = vars(cls).get("get_prunable_weights")
+        if method is not None:
+            return method
+    return None
+
+
+def _declared_rules(layer, method, held):
+    """`WeightRule`s of the variables `method(layer)` returns, table entries where known."""
+    storages = {id(variable): storage for storage, variable in held.items()}
+    table = {r.attr: r for r in class_rules(type(layer))}
+    found = []
+    for variable in method(layer):
+        storage = storages.get(id(variable))
+        if storage is None:
+            raise ValueError(
+                f"{type(layer).__name__}.get_prunable_weights() returned a weight that "
+                f"layer {layer.name!r} does not hold in an attribute: "
+                f"{getattr(variable, 'path', variable)!r}. lth_keras masks weights held "
+                "as attributes of the layer (`self.kernel = self.add_weight(...)`); "
+                "return those."
+            )
+        attr = storage.lstrip("_") or storage
+        if attr in table:
+            rule = dataclasses.replace(table[attr], storage=storage)
+        else:
+            initializer = f"{attr}_initializer"
+            rule = WeightRule(attr, storage, initializer if hasattr(layer, initializer) else None)
+        if rule.attr not in {r.attr for r in found}:
+            found.append(rule)
+    return found
+
+
+def _table_rules(layer, held):
+    """The table's `WeightRule`s for `layer`, with the attributes that hold its variables."""
+    found = []
+    for rule in class_rules(type(layer)):
+        storage = _storage(held, rule.attr)
+        if storage is not None:
+            axes = _einsum_axes(layer) if isinstance(layer, _L.EinsumDense) else rule.axes
+            found.append(dataclasses.replace(rule, storage=storage, axes=axes))
+    if isinstance(layer, _L.Embedding) and "reverse_embeddings" in held:
+        found.append(WeightRule(*_REVERSE))
+    return found
+
+
 def layer_rules(layer, unknown=False):
     """The weights of `layer` to mask, as `WeightRule`s (see the module docstring).
 
     Known layers give their table entries, with the attribute that holds
-    each variable found on the layer itself; with `unknown`, every other
+    each variable found on the layer itself; a layer whose class defines
+    `get_prunable_weights()` (tfmot's `PrunableLayer` protocol) gives the
+    weights it returns instead; with `unknown`, every other
     trainable weight of rank 2 or more the layer holds in an attribute is
     added (no initializer, no axes).
 
@@ -173,6 +253,10 @@ def layer_rules(layer, unknown=False):
     Returns:
         A list of `WeightRule`.
 
+    Raises:
+        ValueError: If the layer's `get_prunable_weights()` returns a weight
+            the layer does not hold in an attribute.
+
     Example:
 
     ```python
@@ -180,14 +264,11 @@ def layer_rules(layer, unknown=False):
     ```
     """
     held = _variables_by_attr(layer)
-    found = []
-    for rule in class_rules(type(layer)):
-        storage = _storage(held, rule.attr)
-        if storage is not None:
-            axes = _einsum_axes(layer) if isinstance(layer, _L.EinsumDense) else rule.axes
-            found.append(dataclasses.replace(rule, storage=storage, axes=axes))
-    if isinstance(layer, _L.Embedding) and "reverse_embeddings" in held:
-        found.append(WeightRule(*_REVERSE))
+    declared = declared_weights_method(type(layer))
+    if declared is not None:
+        found = _declared_rules(layer, declared, held)
+    else:
+        found = _table_rules(layer, held)
     if isinstance(layer, MaskedLayerMixin):
         for attr in layer.prunable_attrs:
             if attr not in {r.attr for r in found}:
@@ -337,6 +418,8 @@ def _reason(layer, variable, rule, known, masked, chosen, unknown, positional):
         return "not trainable", False
     if len(variable.shape) < 2 and not known:
         return "bias, scale or norm (rank < 2)", False
+    if not known and declared_weights_method(type(layer)) is not None:
+        return "not returned by its get_prunable_weights()", False
     if not known and class_rules(type(layer)):
         return f"bias of {type(layer).__name__}", False
     if not chosen:
