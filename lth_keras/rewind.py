@@ -7,16 +7,13 @@ plain layers, BatchNorm gammas, betas and moving statistics, ...) is copied
 into a `WeightSnapshot`.
 """
 
-import weakref
-
-import keras
 import numpy as np
 from keras import ops
 
 from lth_keras import _compat
 from lth_keras.masks import masked_layers, weights_by_key
 
-__all__ = ["OptimizerReset", "WeightSnapshot", "moves_pruned_weights"]
+__all__ = ["OptimizerReset", "WeightSnapshot"]
 
 _NOT_STATE = _compat.NOT_OPTIMIZER_STATE
 
@@ -137,13 +134,6 @@ def _compact(value):
 def _state(optimizer):
     """The optimizer's per-weight state variables, in order (step counter and lr left out)."""
     return [v for v in optimizer.variables if v.name not in _NOT_STATE]
-
-
-def describe(optimizer):
-    """An optimizer's class name, with the inner one of a loss-scaling wrapper."""
-    inner = getattr(optimizer, "inner_optimizer", None)
-    name = type(optimizer).__name__
-    return name if inner is None else f"{name}({describe(inner)})"
 
 
 def _leaves(optimizer):
@@ -284,69 +274,3 @@ class OptimizerReset:
         ```
         """
         return int(ops.convert_to_numpy(self.optimizer.iterations))
-
-
-_PROBED = weakref.WeakKeyDictionary()  # optimizer -> whether it moves pruned weights
-
-
-def moves_pruned_weights(optimizer):
-    """Whether an optimizer's update moves weights whose gradient and state are zero.
-
-    A probe: a copy of the optimizer built from its config takes three
-    steps on two small weights (a matrix and a 4-D kernel) with zeros at
-    "pruned" positions and zero gradients there. Optimizers whose update of
-    a weight depends only on that weight's gradient and state (SGD, Adam,
-    Lion, ...) leave them at zero; one that mixes the entries of an update
-    (Muon orthogonalises it) does not, nor Keras' Adafactor, which divides 0
-    by 0 (NaN) where a whole row and a whole column of a kernel get no
-    gradient (the probe's matrix has one of each, as pruning makes them).
-    The answer is cached per optimizer.
-
-    Args:
-        optimizer: A `keras.optimizers.Optimizer`.
-
-    Returns:
-        A bool (`False` when a copy cannot be built from its config).
-
-    Example:
-
-    ```python
-    moves_pruned_weights(keras.optimizers.Muon())  # True
-    ```
-    """
-    if optimizer in _PROBED:
-        return _PROBED[optimizer]
-    moved = any(_probe(leaf) for leaf in _leaves(optimizer))
-    _PROBED[optimizer] = moved
-    return moved
-
-
-def _probe(optimizer):
-    """See `moves_pruned_weights`; one optimizer (not a MultiOptimizer)."""
-    try:
-        with _compat.trusted_config():
-            probe = type(optimizer).from_config(optimizer.get_config())
-    except Exception:  # an optimizer whose config does not rebuild it: cannot tell
-        return False
-    rng = np.random.default_rng(0)
-    masks = [rng.random(shape) < 0.5 for shape in ((8, 6), (3, 3, 4, 5))]
-    masks[0][0, :] = masks[0][:, 0] = False  # a unit cut off on each side, as pruning does
-    variables = [
-        keras.Variable(np.where(m, rng.normal(size=m.shape), 0.0).astype("float32"), name="kernel")
-        for m in masks
-    ]
-    probe.build(variables)
-    values = [v.value for v in variables]
-    state = [v.value for v in probe.variables]
-    stateless = keras.backend.backend() == "jax"  # Keras' JAX loss scaling updates only so
-    for _ in range(3):
-        grads = [
-            ops.convert_to_tensor(np.where(m, rng.normal(size=m.shape), 0.0).astype("float32"))
-            for m in masks
-        ]
-        if stateless:
-            values, state = probe.stateless_apply(state, grads, values)
-        else:  # TensorFlow refuses stateless_apply
-            probe.apply(grads, variables)
-            values = [v.value for v in variables]
-    return any(np.any(ops.convert_to_numpy(v)[~m] != 0) for v, m in zip(values, masks, strict=True))

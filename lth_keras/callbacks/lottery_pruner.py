@@ -12,14 +12,14 @@ import zlib
 import keras
 import numpy as np
 
+from lth_keras import exactness, pruning
 from lth_keras import masks as masks_lib
-from lth_keras import pruning
 from lth_keras.callbacks.gradual import Gradual
 from lth_keras.callbacks.resets import ResetContext, get_reset
 from lth_keras.options import check_int, check_pruning_options
 from lth_keras.pruning import Rounds
 from lth_keras.pruning import early_bird as early_bird_lib
-from lth_keras.rewind import OptimizerReset, WeightSnapshot, describe, moves_pruned_weights
+from lth_keras.rewind import OptimizerReset, WeightSnapshot
 from lth_keras.targets import Targets
 
 __all__ = ["LotteryPruner"]
@@ -32,69 +32,6 @@ def _seed_from_weights(model):
         kernel = keras.ops.convert_to_numpy(weight.initial)
         digest = zlib.crc32(kernel.tobytes(), digest)
     return digest
-
-
-def _check_optimizer(optimizer):
-    """Refuses, on JAX, an optimizer whose update would move pruned weights.
-
-    On TensorFlow and PyTorch each masked weight's constraint zeroes pruned
-    entries after every update, inside the compiled step; Keras' JAX
-    optimizer cannot read the masks there, so an optimizer that mixes the
-    entries of an update (Muon) would train another network than the
-    sparse one.
-    """
-    if keras.backend.backend() == "jax" and moves_pruned_weights(optimizer):
-        raise ValueError(
-            f"{describe(optimizer)} moves pruned weights: its update of a weight depends "
-            "on other weights' gradients (Muon orthogonalises each update) or turns a zero "
-            "gradient into NaN (Keras' Adafactor, where a row and a column of a kernel get "
-            "no gradient), and on the JAX "
-            "backend lth_keras cannot mask after the optimizer's update inside the compiled "
-            f"step. Received: optimizer={describe(optimizer)}. Use the TensorFlow or "
-            "PyTorch backend (where a variable constraint masks after every update), or an "
-            "optimizer whose update of a weight depends on that weight's gradient only "
-            "(SGD, Adam, AdamW, Lion, ...)."
-        )
-
-
-def _check_weights(model):
-    """At the end of `fit`: pruned weights still zero (JAX), masked weights finite.
-
-    On JAX an optimizer the probe missed could have moved pruned weights:
-    that is an error. A masked weight that became NaN or infinite gets a
-    warning: Keras' Adafactor, for one, divides 0 by 0 once a whole row and
-    a whole column of a kernel get no gradient (units cut off by pruning),
-    on TensorFlow and JAX.
-    """
-    jax = keras.backend.backend() == "jax"
-    for key, _, weight in masks_lib.prunable_entries(model):
-        value = weight.variable
-        finite = keras.ops.isfinite(value)
-        if jax:
-            moved = keras.ops.logical_and(keras.ops.logical_not(weight.mask), finite)
-            moved = keras.ops.any(keras.ops.logical_and(moved, keras.ops.not_equal(value, 0)))
-            if bool(keras.ops.convert_to_numpy(moved)):
-                raise RuntimeError(
-                    f"Pruned weights of {key} became non-zero during training: the optimizer "
-                    f"({type(model.optimizer).__name__}) moved them, so the network trained was "
-                    "not the sparse one. On JAX, use an optimizer whose update of a weight "
-                    "depends on that weight's gradient only, or the TensorFlow or PyTorch "
-                    "backend."
-                )
-        if not bool(keras.ops.convert_to_numpy(keras.ops.all(finite))):
-            name = describe(model.optimizer)
-            hint = (
-                " Keras' Adafactor divides 0 by 0 where a whole row and a whole column of a "
-                "kernel get no gradient (units that pruning cut off); use another optimizer."
-                if "Adafactor" in name
-                else ""
-            )
-            warnings.warn(
-                f"LotteryPruner: {key} holds NaN or infinite weights after training with "
-                f"{name}.{hint}",
-                stacklevel=3,
-            )
-            return
 
 
 class LotteryPruner(keras.callbacks.Callback):
@@ -441,7 +378,7 @@ class LotteryPruner(keras.callbacks.Callback):
             with strategy.scope() if strategy is not None else contextlib.nullcontext():
                 optimizer.build(self.model.trainable_variables)
         if self._optimizer_reset is None or self._optimizer_reset.optimizer is not optimizer:
-            _check_optimizer(optimizer)
+            exactness.check_optimizer(optimizer)
             self._optimizer_reset = OptimizerReset(optimizer, self.model.trainable_variables)
         if not self._started:
             self._start()
@@ -510,7 +447,7 @@ class LotteryPruner(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._round_trained = True
-        _check_weights(self.model)
+        exactness.check_weights(self.model)
         # Whatever wrote the weights at the end of `fit` (an optimizer's EMA
         # swaps in the averages), pruned weights stay exactly zero.
         masks_lib.apply_masks(self.model)

@@ -103,7 +103,7 @@ class MaskConstraint:
     constraint the weight had (a layer's `kernel_constraint`) runs first.
     Set on TensorFlow and PyTorch; on JAX, Keras' optimizer cannot read the
     mask inside its compiled update, and `LotteryPruner` refuses optimizers
-    that would move pruned weights (see `lth_keras.rewind.moves_pruned_weights`).
+    that would move pruned weights (see `lth_keras.exactness`).
 
     Args:
         mask: The boolean mask variable.

@@ -17,7 +17,7 @@ import pytest
 from helpers import numpy
 
 import lth_keras
-from lth_keras.rewind import moves_pruned_weights
+from lth_keras.exactness import moves_pruned_weights
 
 _WRAPPERS = {"LossScaleOptimizer", "MultiOptimizer", "Optimizer"}
 
