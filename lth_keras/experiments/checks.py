@@ -24,10 +24,12 @@ from lth_keras.targets import Targets
 
 __all__ = [
     "DATASETS",
+    "FUSE_CHOICES",
     "MAX_ITERATIONS",
     "MAX_PERIODS",
     "MAX_ROUNDS",
     "MAX_SEED",
+    "MAX_TRIALS",
     "OPTIMIZERS",
     "RESETS",
     "check_fit",
@@ -39,6 +41,9 @@ __all__ = [
 #: Data sets with a TFDS pipeline in `lth_keras.experiments.data`.
 DATASETS = ("mnist", "cifar10")
 OPTIMIZERS = ("adam", "sgd")
+#: How `lth_keras.experiments.run(fuse=...)` trains a run's trials: together
+#: where measured faster, together, or one after another.
+FUSE_CHOICES = ("auto", "on", "off")
 #: Resets of the ticket arm: every `LotteryPruner` reset but `"reinit"`,
 #: which is a control here (`controls=("reinit",)`), not a way to find tickets.
 RESETS = tuple(name for name in _RESET_POLICIES.names() if name != "reinit")
@@ -51,6 +56,8 @@ MAX_ITERATIONS = 10**9
 #: Evaluation periods per round (`iterations // eval_every`): checkpoints
 #: are named `-pXXXX` with at most 6 digits.
 MAX_PERIODS = 999999
+#: Trials of a run: their folders are named `trial_<t>`.
+MAX_TRIALS = 999
 #: Seeds NumPy's legacy generator (which `keras.utils.set_random_seed` seeds) accepts.
 MAX_SEED = 2**32 - 1
 
@@ -174,15 +181,24 @@ def _check_numbers(config):
         ("warmup_iterations", 0),
         ("validation_examples", 1),
         ("seed", 0),
+        ("trials", 1),
     ):
         check_int(getattr(config, name), name, minimum)
     for name, maximum in (
         ("rounds", MAX_ROUNDS),
         ("iterations", MAX_ITERATIONS),
         ("seed", MAX_SEED),
+        ("trials", MAX_TRIALS),
     ):
         if getattr(config, name) > maximum:
             fail(name, getattr(config, name), f"an int of at most {maximum}")
+    if config.seed + config.trials - 1 > MAX_SEED:
+        fail(
+            "trials",
+            config.trials,
+            f"at most {MAX_SEED - config.seed + 1} with seed={config.seed} (trial t has seed "
+            f"seed + t, at most {MAX_SEED})",
+        )
     if not config.overlap_ps or not all(
         not isinstance(p, bool) and isinstance(p, (int, float)) and 0 < p <= 1
         for p in config.overlap_ps

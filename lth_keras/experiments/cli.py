@@ -17,6 +17,7 @@ import warnings
 from absl import app, flags, logging
 
 from lth_keras.experiments import config as config_lib
+from lth_keras.experiments.checks import FUSE_CHOICES
 from lth_keras.experiments.config import ExperimentConfig
 from lth_keras.experiments.presets import preset
 from lth_keras.options import SCOPES, STRATEGIES
@@ -94,6 +95,7 @@ def define_flags(models):
     )
     flags.DEFINE_bool("augment", None, "Random crops and flips (CIFAR-10).")
     flags.DEFINE_integer("seed", None, "Seed for weights, data order and controls.")
+    flags.DEFINE_integer("trials", None, "Independent trials; trial t has seed seed + t.")
     flags.DEFINE_list("overlap_ps", None, "Fractions p of the overlap ratio R_p, e.g. 0.1,0.2.")
     flags.DEFINE_bool("jit_compile", None, "Compile with XLA (--nojit_compile: TensorFlow graphs).")
     flags.DEFINE_integer("steps_per_execution", None, "Train steps per compiled call.")
@@ -105,6 +107,12 @@ def define_flags(models):
     )
     flags.DEFINE_string("tpu", None, "TPU address or name for --strategy=tpu.")
     flags.DEFINE_string("output_dir", None, "Run directory; the same command resumes it.")
+    flags.DEFINE_enum(
+        "fuse",
+        "auto",
+        FUSE_CHOICES,
+        "Train trials together in one compiled step: auto (where measured faster), on, off.",
+    )
     flags.DEFINE_integer("checkpoint_every", None, "Evaluation periods between checkpoints.")
     flags.DEFINE_integer(
         "verbose",
@@ -369,4 +377,5 @@ def _run(values, flag_values):
         verbose=flag_values["verbose"],
         checkpoint_every=flag_values["checkpoint_every"],
         flag_values=flag_values,
+        fuse=flag_values["fuse"],
     )

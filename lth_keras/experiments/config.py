@@ -37,6 +37,7 @@ _HASHED_WHEN_CHANGED = {
     "early_bird_threshold": 0.1,
     "eval_rounds": [],
     "train_eval_examples": 10000,
+    "trials": 1,
 }
 
 
@@ -130,6 +131,11 @@ class ExperimentConfig:
             Defaults to `10000`.
         augment: Random crops and flips (CIFAR-10 only). Defaults to `False`.
         seed: Seeds weights, data order and controls. Defaults to `0`.
+        trials: Independent repetitions of the whole run: trial `t` is the
+            run with seed `seed + t`, in its own run directory
+            `<run_dir>/trial_<t>` (see `lth_keras.experiments.run`, which
+            trains the trials together, fused, where that is faster).
+            Defaults to `1`.
         overlap_ps: The fractions `p` of the overlap ratio R_p (Liu et al.
             2021) recorded for every job, between the weights it starts from
             and its trained weights. Defaults to `(0.1, 0.2, 0.3, 0.4, 0.5)`.
@@ -193,6 +199,7 @@ class ExperimentConfig:
     train_eval_examples: int | None = 10000
     augment: bool = False
     seed: int = 0
+    trials: int = 1
     overlap_ps: tuple = (0.1, 0.2, 0.3, 0.4, 0.5)
     jit_compile: bool | None = None
     steps_per_execution: int | None = None

@@ -19,7 +19,7 @@ __all__ = ["GROUPS", "help_text"]
 
 #: The flags of each concern, in the order `--help` shows them.
 GROUPS = (
-    ("model", ("model", "width", "seed")),
+    ("model", ("model", "width", "seed", "trials")),
     (
         "data",
         (
@@ -73,6 +73,7 @@ GROUPS = (
         "run",
         (
             "output_dir",
+            "fuse",
             "strategy",
             "tpu",
             "checkpoint_every",

@@ -17,13 +17,14 @@ import numpy as np
 
 from lth_keras import masks as masks_lib
 from lth_keras import pruning
-from lth_keras.experiments import early_bird, report, summaries, training
+from lth_keras.experiments import early_bird, report, summaries
+from lth_keras.experiments import training as training_lib
 from lth_keras.experiments.arms import ARMS, AT_INIT_EXAMPLES_PER_CLASS
 from lth_keras.experiments.overlap import OverlapTracker
 from lth_keras.experiments.progress import Progress
 from lth_keras.tickets import load_ticket, save_ticket
 
-__all__ = ["Jobs", "trained_ticket_file"]
+__all__ = ["Jobs", "Training", "trained_ticket_file"]
 
 
 class Jobs:
@@ -122,53 +123,76 @@ class Jobs:
             self._batch = (np.concatenate(xs)[:count], np.concatenate(ys)[:count])
         return self._batch
 
-    def train(
+    def training(
         self, model, job, arm, round_, start_period, records, wall, pruner=False, start_job=None
     ):
-        """Fits `model` for `job` from `start_period` to the round's end (or the draw).
+        """What fitting `model` for `job` from `start_period` to its round's end needs.
+
+        The end is the round's last period, or the early-bird draw.
 
         Returns:
-            `(records, wall seconds so far, overlaps)`.
+            A `Training`: run it alone with `fit`, or with others by
+            `lth_keras.experiments.fused.fit_together`; then `result()`.
         """
         config = self.config
         periods = config.iterations // config.eval_every
         if pruner and early_bird.drawn(self.pruner, round_):
             periods = start_period  # resumed after the draw: no epoch, just the round's end
-        began = time.perf_counter()
-
-        saved = [began]
+        training = Training(self, model, job, start_period, periods, wall)
+        saved = [None]
 
         def on_period(period, so_far):
             now = time.perf_counter()
+            saved[0] = saved[0] or training.began
             if self.checkpoint_every is None:
                 due = period < periods and now - saved[0] >= self.checkpoint_seconds
             else:
                 due = period % self.checkpoint_every == 0 or period == periods
             if due:
                 recorder.flush()  # the records saved hold the test accuracy of their best period
-                self.state.save_checkpoint(job, model, period, so_far, wall + now - began, pruner)
+                self.state.save_checkpoint(job, model, period, so_far, training.wall(), pruner)
                 saved[0] = time.perf_counter()
 
-        recorder = training.EvalRecorder(self.splits.test, config.eval_every, records, on_period)
-        tracker = self._tracker(start_job or job)
+        recorder = training.recorder = training_lib.EvalRecorder(
+            self.splits.test, config.eval_every, records, on_period
+        )
+        tracker = training.tracker = self._tracker(start_job or job)
         callbacks = [self.pruner, tracker, recorder] if pruner else [tracker, recorder]
         progress = self._progress(arm, round_, start_period, job) if self.verbose else None
-        callbacks += [progress] if progress else []
-        with self.scope(model):
-            model.fit(
-                self.splits.train(start_step=start_period * config.eval_every),
-                epochs=periods,
-                initial_epoch=start_period,
+        training.progress = progress
+        training.base = start_job or job
+        training.callbacks = callbacks + ([progress] if progress else [])
+        return training
+
+    def train(
+        self, model, job, arm, round_, start_period, records, wall, pruner=False, start_job=None
+    ):
+        """Fits `model` for `job` from `start_period` to the round's end (or the draw), alone.
+
+        Returns:
+            `(records, wall seconds so far, overlaps)`.
+        """
+        training = self.training(
+            model, job, arm, round_, start_period, records, wall, pruner, start_job
+        )
+        self.fit(training)
+        return training.result()
+
+    def fit(self, training):
+        """Fits one `Training` alone (the sequential runner's way)."""
+        config = self.config
+        training.start()
+        with self.scope(training.model):
+            training.model.fit(
+                training.stream(),
+                epochs=training.periods,
+                initial_epoch=training.start_period,
                 steps_per_epoch=config.eval_every,
                 validation_data=self.splits.validation,
-                callbacks=callbacks,
+                callbacks=training.callbacks,
                 shuffle=False,
                 verbose=0,
             )
-        if progress:
-            base = start_job or job
-            self._trained[base] = self._trained.get(base, 0) + progress.trained
-        return recorder.records, wall + time.perf_counter() - began, tracker.overlaps(model)
 
     def _tracker(self, start_job):
         return OverlapTracker(
@@ -197,7 +221,7 @@ class Jobs:
             "weights_remaining": total,
             "layers": per_kernel,
             "iterations": records[-1]["iteration"] - first,
-            **training.early_stopping(records),
+            **training_lib.early_stopping(records),
             "train_accuracy": float(train["accuracy"]),
             "wall_seconds": wall,
             **overlaps,
@@ -294,6 +318,56 @@ class Jobs:
         if round_ == 0 or (config.control_rounds and round_ not in config.control_rounds):
             return True
         return row["kind"] == (config.controls[-1] if config.controls else "ticket")
+
+
+class Training:
+    """One job's fit, described: its model, callbacks, data stream and periods.
+
+    Made by `Jobs.training`; `Jobs.fit` runs it alone and
+    `lth_keras.experiments.fused.fit_together` runs several at once. Its
+    wall time counts from `start()`; a job fused with others counts its
+    share (`share`, 1 / the number of networks trained together).
+
+    Attributes:
+        model: The model to fit (its own compiled optimizer).
+        job: The job's name.
+        start_period, periods: Keras' `initial_epoch` and `epochs`.
+        callbacks: Its callbacks, in order.
+        splits: The run's data (the stream's seed is the run's).
+    """
+
+    def __init__(self, jobs, model, job, start_period, periods, wall):
+        self.jobs = jobs
+        self.splits = jobs.splits
+        self.model = model
+        self.job = job
+        self.start_period = start_period
+        self.periods = periods
+        self.wall_before = wall
+        self.share = 1.0
+        self.began = None
+        self.callbacks = []
+        self.recorder = self.tracker = self.progress = None
+        self.base = job
+
+    def stream(self):
+        """The training stream of batches from this job's first step."""
+        return self.splits.train(start_step=self.start_period * self.jobs.config.eval_every)
+
+    def start(self, share=1.0):
+        self.began = time.perf_counter()
+        self.share = share
+
+    def wall(self):
+        """Wall seconds of the job so far (its share while fused)."""
+        return self.wall_before + (time.perf_counter() - self.began) * self.share
+
+    def result(self):
+        """`(records, wall seconds so far, overlaps)` once fitted."""
+        if self.progress is not None:
+            trained = self.jobs._trained
+            trained[self.base] = trained.get(self.base, 0) + self.progress.trained
+        return self.recorder.records, self.wall(), self.tracker.overlaps(self.model)
 
 
 def trained_ticket_file(round_):

@@ -36,6 +36,10 @@ class Placement:
     def chief(self):
         return self.strategy is None or self._distribute.is_chief(self.strategy)
 
+    def multi_worker(self):
+        """Whether the strategy is a MultiWorkerMirroredStrategy."""
+        return self._multi_worker()
+
     def _multi_worker(self):
         return isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
 

@@ -96,11 +96,16 @@ def jsonl_text(rows):
     return "".join(json.dumps(row, sort_keys=True) + "\n" for row in sort_rows(rows))
 
 
-def csv_text(rows):
+def csv_text(rows, first=()):
     """Rows as CSV: the scalar fields, R_p per `p`, then one `remaining:<kernel>` column each.
 
     `mask_iterations` and the early-bird scalars follow `wall_seconds` when
     some row has them; a missing or `None` value is an empty cell.
+
+    Args:
+        rows: Metric rows.
+        first: Fields written before the others, e.g. `("trial",)` for the
+            rows of several trials. Defaults to `()`.
 
     Example:
 
@@ -114,10 +119,10 @@ def csv_text(rows):
     overlaps = overlap_keys(rows)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*_SCALARS, *optional, *overlaps, *(f"remaining:{k}" for k in kernels)])
+    writer.writerow([*first, *_SCALARS, *optional, *overlaps, *(f"remaining:{k}" for k in kernels)])
     for row in rows:
         writer.writerow(
-            [row[key] for key in _SCALARS]
+            [row[key] for key in (*first, *_SCALARS)]
             + ["" if row.get(key) is None else row[key] for key in (*optional, *overlaps)]
             + [row["layers"].get(k, "") for k in kernels]
         )

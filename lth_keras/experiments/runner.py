@@ -64,6 +64,7 @@ from lth_keras.experiments.progress import RunProgress
 from lth_keras.experiments.rundir import CorruptRunError, RunDir
 from lth_keras.experiments.state import RunState
 from lth_keras.experiments.verify import verify_run
+from lth_keras.options import check_choice
 from lth_keras.rewind import OptimizerReset
 
 __all__ = ["default_run_dir", "run"]
@@ -86,7 +87,16 @@ def default_run_dir(config, base="runs"):
     return os.path.join(base, f"{config.model}-{config.hash()}")
 
 
-def run(config, run_dir=None, *, strategy=None, verbose=1, checkpoint_every=None, flag_values=None):
+def run(
+    config,
+    run_dir=None,
+    *,
+    strategy=None,
+    verbose=1,
+    checkpoint_every=None,
+    flag_values=None,
+    fuse="auto",
+):
     """Runs (or resumes) an iterative-magnitude-pruning experiment.
 
     Args:
@@ -112,6 +122,12 @@ def run(config, run_dir=None, *, strategy=None, verbose=1, checkpoint_every=None
             either way.
         flag_values: Command-line flag values to save as `flags.json`.
             Defaults to `None`.
+        fuse: How a run of several trials (`config.trials`) trains them:
+            `"auto"` together in one compiled step (see
+            `lth_keras.experiments.fused`) where that was measured faster
+            (`lth_keras.experiments.trials.fuse_reason`), `"on"` together
+            wherever it can work, `"off"` one after another. The results
+            are the same either way. Defaults to `"auto"`.
 
     Returns:
         The result rows of all jobs (see `lth_keras.experiments.report`).
@@ -146,7 +162,27 @@ def run(config, run_dir=None, *, strategy=None, verbose=1, checkpoint_every=None
             f"a strategy with KERAS_BACKEND={keras.backend.backend()!r}. On JAX, set a "
             "keras.distribution (e.g. DataParallel) instead."
         )
+    check_choice(fuse, "fuse", checks.FUSE_CHOICES)
     placement = Placement(strategy)
+    if config.trials > 1:
+        if not placement.chief() or placement.multi_worker():
+            raise ValueError(
+                f"Received trials={config.trials} under a multi-worker strategy, which runs one "
+                "trial at a time: start one run per seed instead."
+            )
+        from lth_keras.experiments import trials
+
+        with _compat.op_determinism(tensorflow and not placement.jit_compile(config)):
+            return trials.run_trials(
+                config,
+                run_dir or default_run_dir(config),
+                placement,
+                verbose,
+                checkpoint_every,
+                flag_values,
+                fuse,
+                make=lambda trial, path: Experiment(trial, path, placement, 0, checkpoint_every),
+            )
     with _compat.op_determinism(tensorflow and not placement.jit_compile(config)):
         experiment = Experiment(
             config,
@@ -277,16 +313,46 @@ class Experiment:
 
     def run(self, flag_values=None):
         """Runs every job not done yet (after verifying the run directory); returns the rows."""
+        self.prepare(flag_values)
+        for steps in self.pending_jobs():
+            self.drive(steps)
+        return self.finish()
+
+    def prepare(self, flag_values=None):
+        """Verifies the run directory (the chief) and saves the flags."""
         if self.chief:
             verify_run(self)
         if flag_values is not None:
             self.run_dir.write_json("flags.json", flag_values)
+
+    def pending_jobs(self):
+        """The jobs not done yet, in schedule order, each as a generator of its trainings.
+
+        A job's generator yields each `lth_keras.experiments.jobs.Training`
+        it needs and is sent back its result, `(records, wall, overlaps)`
+        (see `drive`); it records the job when it ends. Whether a job is
+        done is read when the previous one has ended.
+        """
         for name, round_ in schedule(self.config):
             if _job(name, round_) not in self.run_dir.progress["done"]:
                 if name == "ticket":
-                    self._ticket(round_)
+                    yield self._ticket(round_)
                 else:
-                    self._control_job(ARMS.get(name), round_)
+                    yield self._control_job(ARMS.get(name), round_)
+
+    def drive(self, steps):
+        """Runs a job's generator to its end, fitting each of its trainings alone."""
+        result = None
+        while True:
+            try:
+                training = steps.send(result)
+            except StopIteration:
+                return
+            self.jobs.fit(training)
+            result = training.result()
+
+    def finish(self):
+        """Saves the last round's ticket, writes the reports; returns the rows, sorted."""
         if "final" not in self.run_dir.progress:
             self.load_round_end(self.config.rounds)
             digest = self.run_dir.save_with("ticket.keras", self.model.save)
@@ -306,7 +372,7 @@ class Experiment:
         self.pruner.early_bird = self._early_bird if round_ < self.config.rounds else None
         drawn = self.run_dir.progress.get("drawn")
         if drawn is None or drawn["job"] != job:
-            records, wall, overlaps, files, end = self._find_mask(job, arm, round_)
+            records, wall, overlaps, files, end = yield from self._find_mask(job, arm, round_)
             fields = early_bird.row_fields(self.config, self.pruner, round_, records)
             fields["mask_iterations"] = self._mask_iterations(round_)
             if fields.get("early_bird_iteration") is not None:
@@ -320,7 +386,7 @@ class Experiment:
             self.jobs.commit_round_end(files, end, drawn)
             self._state_round = round_
         # An evaluation round: on from the draw to `iterations`, pruner detached.
-        records, wall, overlaps = self._train_on(job, arm, round_, drawn)
+        records, wall, overlaps = yield from self._train_on(job, arm, round_, drawn)
         row = self.jobs.row(arm, round_, records, wall, self.model, overlaps, **drawn["fields"])
         self.jobs.finish(job, row, records, {}, drawn=None)
 
@@ -333,7 +399,7 @@ class Experiment:
             resumed = (arm.start_period(self.config, round_), [], 0.0)
         else:
             self._state_round = None
-        records, wall, overlaps = self.jobs.train(
+        records, wall, overlaps = yield self.jobs.training(
             self.model, job, arm, round_, *resumed, pruner=True
         )
         early_bird.annotate(records, self.pruner, round_)
@@ -349,7 +415,7 @@ class Experiment:
             period = drawn["records"][-1]["iteration"] // self.config.eval_every
             resumed = (period, list(drawn["records"]), drawn["wall"])
         self._state_round = None  # the model leaves the round-end state
-        return self.jobs.train(self.model, name, arm, round_, *resumed, start_job=job)
+        return (yield self.jobs.training(self.model, name, arm, round_, *resumed, start_job=job))
 
     def _mask_iterations(self, round_):
         if round_ == 0:
@@ -364,7 +430,7 @@ class Experiment:
         resumed = self.state.load_checkpoint(job, model)
         if resumed is None:
             resumed = self.jobs.start_control(arm, round_, model, reset)
-        records, wall, overlaps = self.jobs.train(model, job, arm, round_, *resumed)
+        records, wall, overlaps = yield self.jobs.training(model, job, arm, round_, *resumed)
         ticket_row = self.run_dir.progress["done"][_job("ticket", round_)]
         cost = arm.mask_iterations(ticket_row.get("mask_iterations"))
         row = self.jobs.row(arm, round_, records, wall, model, overlaps, mask_iterations=cost)

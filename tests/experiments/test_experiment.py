@@ -93,7 +93,7 @@ def test_rerun_skips_finished_work_and_other_configs_are_refused(finished, capsy
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run trained again")
 
-    monkeypatch.setattr(jobs.Jobs, "train", no_training)
+    monkeypatch.setattr(jobs.Jobs, "fit", no_training)
     assert experiment.run(preset("lenet", **TINY), run_dir, verbose=1) == rows
     assert (run_dir / "metrics.jsonl").read_bytes() == before
     assert "winning ticket" in capsys.readouterr().out

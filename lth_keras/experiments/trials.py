@@ -1,0 +1,246 @@
+"""Runs of several trials: each its own run directory, trained one after another or fused.
+
+`run(config, run_dir)` with `config.trials = T > 1` runs T trials: trial `t`
+is the run of `config.replace(trials=1, seed=config.seed + t)` in
+`<run_dir>/trial_<t>`, a run directory like any other (its own
+`config.json`, `progress.json`, masks, checkpoints, lock and reports: the
+same command resumes it, and a sequential run of that config in that folder
+would continue it). `<run_dir>` itself holds the run's `config.json` (with
+`trials`), `flags.json`, its lock, and the reports over trials:
+`metrics.csv`/`metrics.jsonl` (every trial's rows, with a `trial` field),
+`summary.txt` (mean over trials) and `plots/` (mean with min-max bars).
+
+With `fuse` (see `fuse_reason`), the trials train together: the trainings
+the trials' jobs need at the same time (trial `t`'s ticket of round `r`
+beside trial `u`'s, and so on) that start and end at the same period are
+fitted in one fused fit (`lth_keras.experiments.fused`); each trial's jobs
+still run in its schedule's order and record exactly what they record
+alone. A network trained fused gets the same numbers as alone, so a fused
+run's rows equal a sequential run's (all but `wall_seconds`, which for a
+fused job is its share of the fused fit's wall time).
+"""
+
+import math
+import os
+import time
+
+import keras
+
+from lth_keras.experiments import report
+from lth_keras.experiments.fused import Fuser
+from lth_keras.experiments.progress import format_seconds
+from lth_keras.experiments.rundir import RunDir
+
+__all__ = ["FUSE_MAX_MACS", "fuse_reason", "run_trials", "trial_config", "trial_dir"]
+
+#: The most multiply-adds per example of a model that `fuse="auto"` fuses.
+#: Measured on the 2-core development CPU (benchmarks/fused_throughput.py,
+#: BUILD.md): LeNet-300-100 (0.27M) trains faster fused; a Conv-2 at width
+#: 0.25 (about 2.9M) did not, its step being bound by arithmetic already.
+FUSE_MAX_MACS = 1_000_000
+
+
+def trial_config(config, trial):
+    """The config of trial `trial`: one trial, seed `config.seed + trial`."""
+    return config.replace(trials=1, seed=config.seed + trial)
+
+
+def trial_dir(run_dir, trial):
+    """The run directory of trial `trial`: `<run_dir>/trial_<trial>`."""
+    return os.path.join(run_dir, f"trial_{trial}")
+
+
+def multiply_adds(model):
+    """Multiply-adds of one example through the kernels of `model` (dense and convolutions)."""
+    total = 0
+    for layer in _layers(model):
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None or not hasattr(layer, "output"):
+            continue
+        try:
+            spatial = layer.output.shape[1:-1]
+        except (AttributeError, ValueError):
+            spatial = ()
+        total += math.prod(kernel.shape) * math.prod(d or 1 for d in spatial)
+    return total
+
+
+def _layers(layer):
+    for inner in getattr(layer, "layers", ()):
+        yield inner
+        yield from _layers(inner)
+
+
+def fuse_reason(config, placement, model):
+    """Why trials cannot or should not be fused, or `None` to fuse them.
+
+    Returns:
+        `(reason, hard)`: `hard` when fusing cannot work (a backend other
+        than TensorFlow or JAX, a tf.distribute strategy, early-bird rounds,
+        which end each network's round at its own time); otherwise the
+        measured rule (`FUSE_MAX_MACS`) speaks, or `(None, False)`.
+    """
+    if config.trials < 2:
+        return "one trial", True
+    backend = keras.backend.backend()
+    if backend not in ("tensorflow", "jax"):
+        return f"the {backend} backend (fused runs need TensorFlow or JAX)", True
+    if placement.strategy is not None:
+        import tensorflow as tf
+
+        if placement.strategy is not tf.distribute.get_strategy():
+            return "a tf.distribute strategy", True
+    if config.early_bird:
+        return "early-bird rounds (each network's round ends at its own time)", True
+    macs = multiply_adds(model)
+    if macs > FUSE_MAX_MACS:
+        return (
+            f"{config.model} takes {macs / 1e6:.1f}M multiply-adds an example, above the "
+            f"{FUSE_MAX_MACS / 1e6:.1f}M where fusing was measured faster on a CPU",
+            False,
+        )
+    return None, False
+
+
+def run_trials(config, run_dir, placement, verbose, checkpoint_every, flag_values, fuse, make):
+    """Runs the trials of `config` (see the module docstring); returns every row with `trial`.
+
+    Args:
+        make: `make(trial_config, trial_dir)` builds a trial's
+            `lth_keras.experiments.runner.Experiment`.
+    """
+    top = RunDir(
+        run_dir,
+        config.to_dict(),
+        extra={"hash": config.hash()},
+        defaults=type(config)().to_dict(),
+        check=type(config).from_dict,
+    )
+    experiments, shown = [], set()
+    try:
+        for t in range(config.trials):
+            experiments.append(make(trial_config(config, t), trial_dir(run_dir, t)))
+        reason, hard = fuse_reason(config, placement, experiments[0].model)
+        if fuse == "on" and hard:
+            raise ValueError(
+                f"Received fuse='on', but trials cannot be fused with {reason}. Use "
+                "fuse='auto' or 'off'."
+            )
+        fused = fuse == "on" or (fuse == "auto" and reason is None)
+        if flag_values is not None:
+            top.write_json("flags.json", flag_values)
+        began = time.perf_counter()
+        if verbose:
+            how = "fused" if fused else f"one after another ({reason or 'fuse=off'})"
+            print(_first_line(config, run_dir, experiments, how), flush=True)
+        for experiment in experiments:
+            experiment.prepare()
+        if fused:
+            _run_fused(experiments, placement, config, verbose, shown)
+        else:
+            for t, experiment in enumerate(experiments):
+                for steps in experiment.pending_jobs():
+                    experiment.drive(steps)
+                    _job_lines(verbose, [(t, experiment)], shown)
+        runs = [experiment.finish() for experiment in experiments]
+    except BaseException:
+        for experiment in experiments:
+            experiment.run_dir.discard()  # only a trial that recorded nothing
+        top.discard()
+        raise
+    finally:
+        for experiment in experiments:
+            experiment.run_dir.close()
+        top.close()
+    rows = [dict(row, trial=t) for t, rows_t in enumerate(runs) for row in rows_t]
+    _write_reports(top, runs, rows)
+    if verbose:
+        print(
+            f"finished {config.trials} trials in {format_seconds(time.perf_counter() - began)}; "
+            f"results in {run_dir} (metrics.csv, summary.txt, plots/, trial_*/)",
+            flush=True,
+        )
+        print(report.table(report.summarize(runs)), end="", flush=True)
+    return rows
+
+
+def _first_line(config, run_dir, experiments, how):
+    jobs = len(experiments[0].run_progress.jobs)
+    done = sum(len(e.run_dir.progress["done"]) for e in experiments)
+    total = jobs * len(experiments)
+    state = "a new run" if not done else f"resuming: {done} of {total} jobs done"
+    return (
+        f"{config.model} on {config.dataset}: {config.trials} trials of {jobs} jobs of up to "
+        f"{config.iterations:,} iterations, trained {how}; run directory {run_dir}; {state}"
+    )
+
+
+def _job_lines(verbose, trials, shown):
+    """A line per job of `trials` (`(t, experiment)` pairs) finished and not `shown` yet."""
+    if not verbose:
+        return
+    for t, experiment in trials:
+        for job, row in experiment.run_dir.progress["done"].items():
+            key = (experiment.run_dir.path, job)
+            if key not in shown:
+                shown.add(key)
+                print(f"trial {t} | {report.job_line(row)}", flush=True)
+
+
+def _write_reports(top, runs, rows):
+    """The run's reports over trials, in its top directory."""
+    summary = report.summarize(runs)
+    top.write_bytes("metrics.csv", report.csv_text(rows, first=("trial",)).encode())
+    top.write_bytes("metrics.jsonl", report.jsonl_text(rows).encode())
+    top.write_bytes("summary.txt", report.table(summary).encode())
+    for metric, name in (("test_accuracy_es", "accuracy"), ("es_iteration", "early_stopping")):
+        top.save_with(
+            f"plots/{name}.png", lambda path, metric=metric: report.plot(summary, metric, path)
+        )
+
+
+def _run_fused(experiments, placement, config, verbose, shown):
+    """Drives every trial's jobs, fitting the trainings that can go together in one fit."""
+    fuser = Fuser(placement.jit_compile(config), placement.steps_per_execution(config))
+    pending = [experiment.pending_jobs() for experiment in experiments]
+    current = [None] * len(experiments)  # (job generator, its training waiting to be fitted)
+
+    def advance(t, result):
+        steps = current[t][0] if current[t] is not None else None
+        while True:
+            if steps is None:
+                steps, result = next(pending[t], None), None
+                if steps is None:
+                    current[t] = None
+                    return
+            try:
+                current[t] = (steps, steps.send(result))
+                return
+            except StopIteration:
+                steps = None
+
+    for t in range(len(experiments)):
+        advance(t, None)
+    while any(current):
+        groups = {}
+        for t, entry in enumerate(current):
+            if entry is not None:
+                training = entry[1]
+                groups.setdefault((training.start_period, training.periods), []).append(t)
+        # The largest group first; among equals, the one holding the lowest trial.
+        members = max(groups.values(), key=lambda ts: (len(ts), -ts[0]))
+        trainings = [current[t][1] for t in members]
+        if len(trainings) == 1:
+            experiments[members[0]].jobs.fit(trainings[0])
+        else:
+            label = f"trials {','.join(map(str, members))} | {_described(trainings[0].job)}"
+            fuser.fit_together(trainings, label=label, verbose=verbose)
+        results = [training.result() for training in trainings]
+        for t, result in zip(members, results, strict=True):
+            advance(t, result)
+        _job_lines(verbose, [(t, experiments[t]) for t in members], shown)
+
+
+def _described(job):
+    kind, _, round_ = job.partition("-r")
+    return f"{kind} round {int(round_.removesuffix('-full'))}"

@@ -1,0 +1,294 @@
+"""Fused training: networks trained together equal networks trained alone, run for run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from helpers import MNIST_DIR, pythonpath
+
+import lth_keras
+from lth_keras import masks as masks_lib
+from lth_keras.experiments import fused as fused_lib
+from lth_keras.experiments import runner, trials
+from lth_keras.experiments.models import lenet_300_100
+from lth_keras.experiments.presets import preset
+
+TINY = dict(
+    rounds=1,
+    iterations=40,
+    eval_every=20,
+    train_examples=600,
+    validation_examples=300,
+    test_examples=300,
+    controls=("reinit",),
+    trials=2,
+    width=0.2,
+)
+
+
+def _lenet(seed, steps_per_execution=5):
+    keras.utils.set_random_seed(seed)
+    model = lth_keras.prunable(lenet_300_100(width=0.1))
+    masks = lth_keras.get_masks(model)
+    rng = np.random.default_rng(seed)
+    lth_keras.set_masks(model, {k: rng.random(m.shape) < 0.5 for k, m in masks.items()})
+    model.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=True,
+        steps_per_execution=steps_per_execution,
+    )
+    return model
+
+
+@pytest.fixture
+def batches():
+    rng = np.random.default_rng(0)
+    xs = [rng.random((1200, 28, 28, 1), dtype=np.float32) for _ in range(3)]
+    ys = [rng.integers(0, 10, 1200) for _ in range(3)]
+    return xs, ys, rng.random((130, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 130)
+
+
+def test_networks_trained_fused_equal_networks_trained_alone(batches):
+    xs, ys, x_val, y_val = batches
+    alone = []
+    for i in range(3):
+        model = _lenet(i)
+        history = model.fit(
+            xs[i],
+            ys[i],
+            batch_size=60,
+            epochs=2,
+            steps_per_epoch=10,
+            shuffle=False,
+            validation_data=(x_val, y_val),
+            verbose=0,
+        )
+        alone.append((model.get_weights(), history.history))
+    members = [_lenet(i) for i in range(3)]
+    fused = fused_lib.FusedModel(members)
+    fused.compile_members(jit_compile=True, steps_per_execution=5)
+    history = fused.fit(
+        xs,
+        ys,
+        batch_size=60,
+        epochs=2,
+        steps_per_epoch=10,
+        shuffle=False,
+        validation_data=([x_val] * 3, [y_val] * 3),
+        verbose=0,
+    ).history
+    for i, member in enumerate(members):
+        weights, logs = alone[i]
+        for a, b in zip(weights, member.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)  # masks and initial copies included
+        assert fused_lib.network_logs({k: v for k, v in history.items()}, i) == logs
+        assert int(member.optimizer.iterations) == 20
+        for mask, kernel in zip(
+            lth_keras.get_masks(member).values(),
+            masks_lib.get_kernels(member).values(),
+            strict=True,
+        ):
+            assert not np.any(kernel[~mask])  # pruned weights stayed zero
+
+
+def test_each_network_keeps_its_own_step_and_learning_rate(batches):
+    xs, ys, _, _ = batches
+    members = [_lenet(0), _lenet(1)]
+    members[1].optimizer.build(members[1].trainable_variables)
+    members[1].optimizer.iterations.assign(100)  # starts later in its schedule
+    fused = fused_lib.FusedModel(members)
+    fused.compile_members(jit_compile=True, steps_per_execution=5)
+    fused.fit(xs[:2], ys[:2], batch_size=60, epochs=1, steps_per_epoch=10, verbose=0)
+    assert [int(m.optimizer.iterations) for m in members] == [10, 110]
+    assert len(fused.optimizer.variables) == 1 + 1 + sum(
+        len(m.optimizer.variables) for m in members
+    )
+
+
+def test_fit_together_refuses_trainings_of_different_periods():
+    class Stub:
+        def __init__(self, job, start, periods):
+            self.job, self.start_period, self.periods = job, start, periods
+
+    fuser = fused_lib.Fuser(True, 1)
+    with pytest.raises(ValueError, match="start or end at different periods"):
+        fuser.fit_together([Stub("ticket-r01", 0, 2), Stub("ticket-r01", 1, 2)])
+
+
+def test_network_logs():
+    logs = {
+        "loss": 3.0,
+        "net1_loss": 0.3,
+        "net1_accuracy": 0.5,
+        "val_net1_loss": 0.4,
+        "val_net1_accuracy": 0.6,
+        "net0_loss": 9.0,
+    }
+    assert fused_lib.network_logs(logs, 1) == {
+        "loss": 0.3,
+        "accuracy": 0.5,
+        "val_loss": 0.4,
+        "val_accuracy": 0.6,
+    }
+    assert fused_lib.network_logs(None, 0) is None
+
+
+def _rows(path):
+    with open(os.path.join(path, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    for row in rows:
+        row.pop("wall_seconds")
+    return rows
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sequential")
+    runner.run(preset("lenet", **TINY), path, verbose=0, fuse="off")
+    return path
+
+
+@pytest.mark.slow
+def test_a_fused_run_gives_the_rows_of_a_sequential_run(sequential, tmp_path, capsys):
+    rows = runner.run(preset("lenet", **TINY), tmp_path, verbose=1, fuse="on")
+    out = capsys.readouterr().out
+    assert "trained fused" in out.splitlines()[0]
+    assert "trials 0,1 | reinit round 1" in out
+    assert [(r["trial"], r["round"], r["kind"]) for r in rows] == [
+        (t, r, k) for t in (0, 1) for r, k in ((0, "ticket"), (1, "ticket"), (1, "reinit"))
+    ]
+    assert _rows(tmp_path) == _rows(sequential)
+    for t in (0, 1):
+        assert _rows(tmp_path / f"trial_{t}") == _rows(sequential / f"trial_{t}")
+        for r in (0, 1):
+            a = np.load(tmp_path / f"trial_{t}" / "masks" / f"round_{r:02d}.npz")
+            b = np.load(sequential / f"trial_{t}" / "masks" / f"round_{r:02d}.npz")
+            for key in a.files:
+                np.testing.assert_array_equal(a[key], b[key])
+    # Each trial is the single run of its seed: same config, same rows.
+    single = preset("lenet", **dict(TINY, trials=1, seed=1))
+    stored = json.loads((tmp_path / "trial_1" / "config.json").read_text())["config"]
+    assert (
+        stored == single.to_dict()
+        and single.hash() == preset("lenet", **dict(TINY, trials=1, seed=1)).hash()
+    )
+    header = (tmp_path / "metrics.csv").read_text().splitlines()[0]
+    assert header.startswith("trial,round,kind,")
+    assert (tmp_path / "plots" / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+_SCRIPT = """
+import sys
+from lth_keras.experiments import preset, runner
+runner.run(preset("lenet", **{tiny}), sys.argv[1], verbose=0, fuse=sys.argv[2],
+           checkpoint_every=1)
+"""
+
+
+def _run_killed(run_dir, fuse, stop):
+    """Runs the tiny trials in a child; SIGKILLs it once `stop(trial 1's progress)` holds."""
+    env = dict(
+        os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=pythonpath(), TFDS_DATA_DIR=MNIST_DIR
+    )
+    script = _SCRIPT.format(tiny=repr(TINY))
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(run_dir), fuse],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    progress_file = os.path.join(run_dir, "trial_1", "progress.json")
+    while child.poll() is None:
+        try:
+            with open(progress_file) as f:
+                progress = json.load(f)
+        except (FileNotFoundError, json.JSONDecodeError):
+            progress = None
+        if stop is not None and progress is not None and stop(progress):
+            child.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    _, err = child.communicate()
+    return child.returncode, err
+
+
+@pytest.mark.slow
+def test_a_killed_fused_run_resumes_fused_or_not_to_the_same_rows(sequential, tmp_path):
+    def in_reinit(progress):
+        return (progress.get("checkpoint") or {}).get("job") == "reinit-r01"
+
+    code, err = _run_killed(tmp_path, "on", in_reinit)
+    assert code == -signal.SIGKILL, err[-2000:]
+    # Killed inside the fused reinit controls; resumed one trial after another.
+    code, err = _run_killed(tmp_path, "off", None)
+    assert code == 0, err[-2000:]
+    assert _rows(tmp_path) == _rows(sequential)
+
+
+@pytest.mark.slow
+def test_a_fused_run_on_jax_gives_the_rows_of_a_sequential_run(tmp_path):
+    pytest.importorskip("jax")
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="3",
+        PYTHONPATH=pythonpath(),
+        TFDS_DATA_DIR=MNIST_DIR,
+        KERAS_BACKEND="jax",
+    )
+    script = _SCRIPT.format(tiny=repr(dict(TINY, controls=())))
+    for fuse in ("on", "off"):
+        result = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / fuse), fuse],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+    backend = json.loads((tmp_path / "on" / "trial_0" / "config.json").read_text())
+    assert backend["versions"]["backend"] == "jax"
+    assert _rows(tmp_path / "on") == _rows(tmp_path / "off")
+
+
+@pytest.mark.parametrize(
+    "changes, fuse, reason",
+    [
+        (dict(trials=1), "auto", "one trial"),
+        (dict(early_bird=True, early_bird_window=2), "on", "early-bird"),
+        (dict(model="conv2", dataset="cifar10"), "auto", "multiply-adds"),
+    ],
+    ids=["one-trial", "early-bird", "large-model"],
+)
+def test_what_is_not_fused_and_why(changes, fuse, reason):
+    config = preset("lenet", **dict(TINY, **changes))
+    from lth_keras.experiments.models import build_model
+    from lth_keras.experiments.placement import Placement
+
+    shape = (32, 32, 3) if config.dataset == "cifar10" else (28, 28, 1)
+    model = lth_keras.prunable(build_model(config.model, shape, 10, config.width))
+    found, hard = trials.fuse_reason(config, Placement(None), model)
+    assert reason in found
+    assert hard == (reason != "multiply-adds")
+
+
+def test_fuse_on_where_fusing_cannot_work_is_refused(tmp_path):
+    config = preset("lenet", **dict(TINY, early_bird=True, early_bird_window=2))
+    with pytest.raises(ValueError, match=r"fuse='on', but trials cannot be fused with early-bird"):
+        runner.run(config, tmp_path / "run", verbose=0, fuse="on")
+    assert not os.path.exists(tmp_path / "run" / "trial_0" / "progress.json")
+    with pytest.raises(ValueError, match=r"Received: fuse='sometimes'"):
+        runner.run(config, tmp_path / "run", verbose=0, fuse="sometimes")
+
+
+def test_multiply_adds_of_lenet():
+    model = lth_keras.prunable(lenet_300_100())
+    assert trials.multiply_adds(model) == 784 * 300 + 300 * 100 + 100 * 10
