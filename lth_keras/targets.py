@@ -187,7 +187,8 @@ class Targets:
             sparsity: Instead of the rates, a sparsity to reach (a step
                 schedule's): each kernel (or, with `scope="global"`, the
                 pooled kernels) keeps `keep_count(n, sparsity)` of its `n`
-                weights, tfmot's rule, or what it keeps now if that is less.
+                weights (blocks, with `lth_keras.pruning.Blocks`), tfmot's
+                rule, or what it keeps now if that is less.
                 Defaults to `None`.
 
         Returns:
@@ -217,12 +218,12 @@ class Targets:
             return (alive - keep) / alive if alive else 0.0
 
         keys = list(resolved.rates)
+        # Counted in what the structure removes: weights, or whole blocks.
+        items = {k: self.structure.items(k, masks[k], resolved) for k in keys}
         if self.scope == "global":
-            size = sum(masks[k].size for k in keys)
-            alive = sum(int(masks[k].sum()) for k in keys)
-            pooled = rate(size, alive)
+            pooled = rate(*(sum(pair) for pair in zip(*items.values(), strict=True)))
             return pruning.PruneTargets(dict.fromkeys(keys, pooled), pooled, resolved.layouts)
-        rates = {k: rate(masks[k].size, int(masks[k].sum())) for k in keys}
+        rates = {k: rate(*items[k]) for k in keys}
         return pruning.PruneTargets(rates, None, resolved.layouts)
 
     def check(self, model):

@@ -20,7 +20,11 @@ Counts follow `prune_count` (see `lth_keras.pruning.counts`) on the items a
 structure removes; ties go to the lower index, then to the kernel listed
 first. Groups are ranked by the root-mean-square of their entries' scores
 times the mask (the L2 norm over the group, divided by the square root of
-its size, so that pooled groups of different sizes compare).
+its size, so that pooled groups of different sizes compare); `Blocks` may
+pool by the mean or the maximum instead (tfmot's `block_pooling_type`).
+A sparsity (gradual pruning, `Targets.prune(sparsity=...)`) counts the
+items a structure removes: `Blocks` keeps `keep_count(blocks, sparsity)`
+blocks of a kernel, as tfmot does.
 """
 
 import typing
@@ -170,16 +174,26 @@ class Blocks(_ItemStructure):
     to the lower block index in the kernel's own layout. The input axis
     must be a multiple of `size`; other kernels are refused.
 
+    A sparsity (gradual pruning) counts blocks: a kernel of `b` blocks
+    keeps `keep_count(b, sparsity)` of them (tfmot's rule on its pooled
+    blocks).
+
     Args:
         size: Entries per block, an int >= 2. Defaults to `4`.
+        pooling: How a block's entries make its score: `"rms"` (their
+            root-mean-square), `"avg"` (the mean of their absolute values,
+            tfmot's `block_pooling_type="AVG"`) or `"max"` (the largest,
+            tfmot's `"MAX"`). Defaults to `"rms"`.
 
     Raises:
-        ValueError: If `size` is not an int >= 2.
+        ValueError: If `size` is not an int >= 2, or `pooling` is not one
+            of the three.
 
     Example:
 
     ```python
     lth_keras.LotteryPruner(structure="block:1x4")  # Blocks(4)
+    lth_keras.LotteryPruner(structure=Blocks(4, pooling="avg"))
     ```
     """
 
@@ -187,24 +201,42 @@ class Blocks(_ItemStructure):
     _supported = _INPUT_TYPES
     shorthand = r"block:1x(\d+)"
     shorthand_help = "'block:1xK' (e.g. 'block:1x4')"
+    _POOLING = {
+        "rms": lambda scored, axis: np.sqrt(np.mean(np.square(scored), axis=axis)),
+        "avg": lambda scored, axis: np.mean(np.abs(scored), axis=axis),
+        "max": lambda scored, axis: np.max(np.abs(scored), axis=axis),
+    }
 
-    def __init__(self, size=4):
+    def __init__(self, size=4, pooling="rms"):
         if isinstance(size, bool) or not isinstance(size, int) or size < 2:
             raise ValueError(
                 "Received an invalid value for `size`, expected an int >= 2. "
                 f"Received: size={size!r}"
             )
+        if not isinstance(pooling, str) or pooling not in self._POOLING:
+            raise ValueError(
+                "Received an invalid value for `pooling`, expected one of "
+                f"{list(self._POOLING)}. Received: pooling={pooling!r}"
+            )
         self.size = size
+        self.pooling = pooling
         self.name = f"block:1x{size}"
 
     def get_config(self):
-        return {"size": self.size}
+        # The default pooling is left out, so configs written before it existed stay equal.
+        pooling = {} if self.pooling == "rms" else {"pooling": self.pooling}
+        return {"size": self.size, **pooling}
+
+    def items(self, key, mask, targets):
+        layout = self._layout(key, targets)
+        grouped, member = _grouped(mask, layout.input_axis, self.size, key, self.name)
+        return grouped.size // self.size, int(grouped.any(axis=member).sum())
 
     def _items(self, key, score, mask, layout):
         grouped, member = _grouped(mask, layout.input_axis, self.size, key, self.name)
         scored, _ = _grouped(score * mask, layout.input_axis, self.size, key, self.name)
         alive = grouped.any(axis=member)
-        squared = np.mean(np.square(scored), axis=member)
+        squared = np.square(self._POOLING[self.pooling](scored, member))
         expand = lambda g: np.repeat(g, self.size, axis=member - 1)  # noqa: E731
         return _group_items(mask, squared, alive, alive, expand)
 

@@ -30,6 +30,22 @@ class Structure(Policy):
     shorthand = None
     shorthand_help = None
 
+    def items(self, key, mask, targets):
+        """`(items, alive items)` of a kernel: what a sparsity counts (gradual pruning).
+
+        Single weights here; a structure removing groups whole counts its
+        groups (`Blocks`).
+
+        Args:
+            key: The kernel's key.
+            mask: Its boolean mask.
+            targets: A `lth_keras.pruning.PruneTargets` (for the layout).
+
+        Returns:
+            Two ints.
+        """
+        return int(mask.size), int(mask.sum())
+
     def select(self, scores, masks, targets):
         """New masks removing the lowest-scored entries the targets ask for.
 
