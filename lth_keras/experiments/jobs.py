@@ -132,7 +132,7 @@ class Jobs:
 
         Returns:
             A `Training`: run it alone with `fit`, or with others by
-            `lth_keras.experiments.fused.fit_together`; then `result()`.
+            `lth_keras.experiments.fused.Fuser.fit_together`; then `result()`.
         """
         config = self.config
         periods = config.iterations // config.eval_every
@@ -324,7 +324,7 @@ class Training:
     """One job's fit, described: its model, callbacks, data stream and periods.
 
     Made by `Jobs.training`; `Jobs.fit` runs it alone and
-    `lth_keras.experiments.fused.fit_together` runs several at once. Its
+    `lth_keras.experiments.fused.Fuser.fit_together` runs several at once. Its
     wall time counts from `start()`; a job fused with others counts its
     share (`share`, 1 / the number of networks trained together).
 

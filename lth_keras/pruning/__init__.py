@@ -93,4 +93,3 @@ __all__ = [
     "resolve_rates",
     "shuffle_masks",
 ]
-

@@ -173,7 +173,7 @@ def _help_sections(text):
 def test_help_groups_name_every_flag_once():
     names = [name for _, group in flag_help.GROUPS for name in group]
     fields = [f.name for f in dataclasses.fields(ExperimentConfig)]
-    run_flags = ["output_dir", "strategy", "tpu", "checkpoint_every", "verbose"]
+    run_flags = ["output_dir", "fuse", "strategy", "tpu", "checkpoint_every", "verbose"]
     run_flags += ["compile_cache", "debug", "tf_logs"]
     assert sorted(names) == sorted(fields + run_flags)
 

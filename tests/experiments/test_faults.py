@@ -388,7 +388,7 @@ def test_damaged_tfds_shard_one_line(tmp_path, tfds_copy, damage):
         ),
         (
             "--layer_rates=nosuchlayer=0.5",
-            "Received a key in `layer_rates` that matches no masked layer name or type. "
+            "Received a key in `layer_rates` that matches no masked layer name, path or type. "
             "Received: 'nosuchlayer'; layers: ['fc1', 'fc2', 'output']",
         ),
     ],
