@@ -5,12 +5,12 @@ for finding winning tickets by iterative magnitude pruning (Frankle & Carbin,
 ICLR 2019), with the controls and alternatives of later work.
 
 The packages show the architecture: the backend-neutral core (`layers`,
-`masks`, `convert`, `pruning`, `callbacks`, `rewind`, `tickets`, `analysis`:
-`keras.ops` and NumPy only, on every Keras backend); `lth_keras.tensorflow`
-(SavedModel/TFLite export and tf.distribute: the TensorFlow backend only);
-and `lth_keras.experiments` (the paper harness: configs, presets, TFDS data,
-the runner, reports, the command line). Importing `lth_keras` loads the core
-only.
+`masks`, `convert`, `pruning`, `callbacks`, `rewind`, `tickets`, `analysis`,
+`connectivity`: `keras.ops` and NumPy only, on every Keras backend);
+`lth_keras.tensorflow` (SavedModel/TFLite export and tf.distribute: the
+TensorFlow backend only); and `lth_keras.experiments` (the paper harness:
+configs, presets, TFDS data, the runner, reports, the command line).
+Importing `lth_keras` loads the core only.
 
 Example:
 
@@ -31,7 +31,16 @@ for _ in range(5):
 ```
 """
 
-from lth_keras import analysis, callbacks, layers, masks, pruning, saliency, schedules
+from lth_keras import (
+    analysis,
+    callbacks,
+    connectivity,
+    layers,
+    masks,
+    pruning,
+    saliency,
+    schedules,
+)
 from lth_keras.callbacks import LotteryPruner
 from lth_keras.compact import compact
 from lth_keras.convert import prunable, strip_masks
@@ -94,6 +103,7 @@ __all__ = [
     "apply_masks",
     "callbacks",
     "compact",
+    "connectivity",
     "get_masks",
     "layers",
     "load_model",
