@@ -21,6 +21,7 @@ even (`keep_count`), and masks only shrink.
 """
 
 import math
+import numbers
 
 from lth_keras._registry import Policy, Registry
 from lth_keras.pruning.counts import check_rate
@@ -77,7 +78,8 @@ def _check_int(value, name, low, allow_none=False, allow_minus_one=False):
         return
     if allow_minus_one and value == -1 and not isinstance(value, bool):
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    # NumPy ints too: tfmot's guide passes `np.ceil(...).astype(np.int32) * epochs`.
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         allowed = f"an int >= {low}" + (" or -1" if allow_minus_one else "")
         raise ValueError(
             f"Received an invalid value for `{name}`, expected {allowed}. "
@@ -215,9 +217,9 @@ class ConstantSparsity(SparsitySchedule):
         self._check_steps(begin_step, end_step, frequency, allow_minus_one=True)
         self._check_sparsity(target_sparsity, "target_sparsity")
         self.target_sparsity = target_sparsity
-        self.begin_step = begin_step
-        self.end_step = end_step
-        self.frequency = frequency
+        self.begin_step = int(begin_step)
+        self.end_step = int(end_step)
+        self.frequency = int(frequency)
 
     def get_config(self):
         return {
@@ -269,10 +271,10 @@ class PolynomialDecay(SparsitySchedule):
             )
         self.initial_sparsity = initial_sparsity
         self.final_sparsity = final_sparsity
-        self.begin_step = begin_step
-        self.end_step = end_step
+        self.begin_step = int(begin_step)
+        self.end_step = int(end_step)
         self.power = power
-        self.frequency = frequency
+        self.frequency = int(frequency)
 
     def get_config(self):
         return {
