@@ -332,7 +332,8 @@ def plot(entries, path):
         for k in sorted({e["k"] for e in of_round}):
             curves = np.array([e["errors"] for e in of_round if e["k"] == k]) * 100
             alphas = of_round[0]["alphas"]
-            axes.plot(alphas, curves.mean(0), marker=".", label=f"k = {k} ({len(curves)} trials)")
+            trials = f"{len(curves)} trial{'s' if len(curves) > 1 else ''}"
+            axes.plot(alphas, curves.mean(0), marker=".", label=f"k = {k} ({trials})")
             axes.fill_between(alphas, curves.min(0), curves.max(0), alpha=0.2)
         remaining = 100 * of_round[0]["weights_remaining"]
         axes.set_title(f"round {r}: {remaining:.1f}% of weights", fontsize=10)
