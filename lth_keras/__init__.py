@@ -40,6 +40,7 @@ from lth_keras import (
     pruning,
     saliency,
     schedules,
+    tfmot,
 )
 from lth_keras.callbacks import LotteryPruner
 from lth_keras.compact import compact
@@ -118,5 +119,6 @@ __all__ = [
     "set_masks",
     "strip_masks",
     "summary",
+    "tfmot",
     "weights_remaining",
 ]
