@@ -125,7 +125,8 @@ def run(
         fuse: How a run of several trials (`config.trials`) trains them:
             `"auto"` together in one compiled step (see
             `lth_keras.experiments.fused`) where that was measured faster
-            (`lth_keras.experiments.trials.fuse_reason`), `"on"` together
+            (small models on a GPU or TPU, never on a CPU:
+            `lth_keras.experiments.trials.fuse_reason`), `"on"` together
             wherever it can work, `"off"` one after another. The results
             are the same either way. Defaults to `"auto"`.
 

@@ -33,11 +33,30 @@ from lth_keras.experiments.rundir import RunDir
 
 __all__ = ["FUSE_MAX_MACS", "fuse_reason", "run_trials", "trial_config", "trial_dir"]
 
-#: The most multiply-adds per example of a model that `fuse="auto"` fuses.
-#: Measured on the 2-core development CPU (benchmarks/fused_throughput.py,
-#: BUILD.md): LeNet-300-100 (0.27M) trains faster fused; a Conv-2 at width
-#: 0.25 (about 2.9M) did not, its step being bound by arithmetic already.
+#: The most multiply-adds per example of a model that `fuse="auto"` fuses on
+#: an accelerator. Fusing fills what a small network's step leaves idle: a
+#: plain Keras model of N LeNet-300-100s (0.27M) trained 3.6x faster at N = 32
+#: on an H100 (issue 25); a Conv-2 at width 0.25 (about 2.9M) was already
+#: bound by arithmetic. On a CPU `auto` never fuses: benchmarks/fused_throughput.py
+#: measured fused LeNets at 0.56-1.04x of sequential ones (BUILD.md).
 FUSE_MAX_MACS = 1_000_000
+
+
+def _accelerator():
+    """The kind of accelerator the backend computes on (`"GPU"`, `"TPU"`), or `None`."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        platform = jax.default_backend()
+        return None if platform == "cpu" else platform.upper()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        for kind in ("TPU", "GPU"):
+            if tf.config.list_logical_devices(kind):
+                return kind
+    return None
 
 
 def trial_config(config, trial):
@@ -78,7 +97,8 @@ def fuse_reason(config, placement, model):
         `(reason, hard)`: `hard` when fusing cannot work (a backend other
         than TensorFlow or JAX, a tf.distribute strategy, early-bird rounds,
         which end each network's round at its own time); otherwise the
-        measured rule (`FUSE_MAX_MACS`) speaks, or `(None, False)`.
+        measured rule speaks: no fusing on a CPU, and on a GPU or TPU only
+        models under `FUSE_MAX_MACS`; `(None, False)` to fuse.
     """
     if config.trials < 2:
         return "one trial", True
@@ -92,11 +112,17 @@ def fuse_reason(config, placement, model):
             return "a tf.distribute strategy", True
     if config.early_bird:
         return "early-bird rounds (each network's round ends at its own time)", True
+    if _accelerator() is None:
+        return (
+            "a CPU (fused trials were measured no faster than sequential ones on a CPU; "
+            "fuse='on' fuses them anyway)",
+            False,
+        )
     macs = multiply_adds(model)
     if macs > FUSE_MAX_MACS:
         return (
             f"{config.model} takes {macs / 1e6:.1f}M multiply-adds an example, above the "
-            f"{FUSE_MAX_MACS / 1e6:.1f}M where fusing was measured faster on a CPU",
+            f"{FUSE_MAX_MACS / 1e6:.1f}M below which fusing pays on an accelerator",
             False,
         )
     return None, False
