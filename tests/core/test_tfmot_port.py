@@ -291,6 +291,10 @@ def test_prune_for_latency_on_xnnpack_masks_the_1x1_convolutions_only():
     assert list(lth_keras.get_masks(model)) == ["pointwise/kernel"]
     with pytest.raises(ValueError, match="ZeroPadding2D"):
         tfmot.prune_low_magnitude(_mlp(), pruning_policy=tfmot.PruneForLatencyOnXNNPack())
+    full = _xnnpack_model()
+    without_end = keras.Model(full.input, full.get_layer("pointwise").output)
+    with pytest.raises(ValueError, match="GlobalAveragePooling2D"):
+        tfmot.PruneForLatencyOnXNNPack().ensure_model_supports_pruning(without_end)
 
 
 @pytest.mark.parametrize(
