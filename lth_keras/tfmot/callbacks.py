@@ -49,7 +49,11 @@ class UpdatePruningStep(keras.callbacks.Callback):
     (the first batch of training is step 1, as in tfmot), counted across
     `fit` calls; compiling again with a new optimizer starts them at 1. The
     work is `lth_keras.LotteryPruner`'s gradual mode, one pruner per
-    distinct schedule and structure, reachable as `pruners`.
+    distinct schedule and structure, reachable as `pruners`. In a training
+    loop of one's own, call it as tfmot's guide does: `set_model`,
+    `on_train_begin()`, `on_train_batch_begin(batch=-1)` before each step
+    (the step is then the optimizer's iterations plus one) and
+    `on_epoch_end(batch=-1)`.
 
     Raises:
         ValueError: When training starts, if the model has no layer marked
@@ -97,11 +101,13 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         for pruner in self.pruners:
-            pruner.on_train_batch_begin(batch, logs)
+            if batch < 0:  # tfmot's custom loops pass -1: the step is the optimizer's now
+                pruner.on_epoch_begin(batch, logs)
+            pruner.on_train_batch_begin(max(batch, 0), logs)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, batch, logs=None):  # tfmot's name, which its custom loops pass
         for pruner in self.pruners:
-            pruner.on_epoch_end(epoch, logs)
+            pruner.on_epoch_end(batch, logs)
 
     def on_train_end(self, logs=None):
         for pruner in self.pruners:

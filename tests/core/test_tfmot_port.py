@@ -330,3 +330,47 @@ def test_what_is_not_a_model_is_refused():
 class _Vector(tfmot.PruningSchedule):
     def __call__(self, step):
         return True, [0.1, 0.2]
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="tfmot's loop uses GradientTape"
+)
+def test_tfmot_custom_training_loop(tmp_path):
+    import tensorflow as tf
+
+    # tfmot's comprehensive guide, "custom training loop", with its import changed.
+    rng = np.random.default_rng(0)
+    x_train = rng.normal(size=(20, 12)).astype("float32")
+    y_train = keras.utils.to_categorical(rng.integers(0, 4, 20), 4)
+    model_for_pruning = tfmot.prune_low_magnitude(
+        _mlp(), tfmot.PolynomialDecay(0.5, 0.8, begin_step=0, end_step=2, frequency=1)
+    )
+    loss = keras.losses.categorical_crossentropy
+    optimizer = keras.optimizers.Adam()
+    unused_arg = -1
+    model_for_pruning.optimizer = optimizer
+    step_callback = tfmot.UpdatePruningStep()
+    step_callback.set_model(model_for_pruning)
+    log_callback = tfmot.PruningSummaries(log_dir=str(tmp_path))
+    log_callback.set_model(model_for_pruning)
+    step_callback.on_train_begin()
+    for _ in range(2):
+        log_callback.on_epoch_begin(epoch=unused_arg)
+        step_callback.on_train_batch_begin(batch=unused_arg)
+        with tf.GradientTape() as tape:
+            logits = model_for_pruning(x_train, training=True)
+            loss_value = loss(y_train, logits)
+            grads = tape.gradient(loss_value, model_for_pruning.trainable_variables)
+            optimizer.apply_gradients(
+                zip(grads, model_for_pruning.trainable_variables, strict=True)
+            )
+        step_callback.on_epoch_end(batch=unused_arg)
+    updates = step_callback.pruners[0].history[-1]["updates"]
+    assert [u["step"] for u in updates] == [1, 2]  # the optimizer's iterations plus one
+    masks = lth_keras.get_masks(model_for_pruning)  # 0.8 at step 2: keep_count(n, 0.8)
+    assert {k: int(m.sum()) for k, m in masks.items()} == {
+        "fc/kernel": 38,
+        "mid/kernel": 26,
+        "out/kernel": 6,
+    }
+    assert os.listdir(tmp_path / "metrics")
