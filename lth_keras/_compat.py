@@ -17,6 +17,7 @@ __all__ = [
     "conv_lstm_cell_class",
     "flatten_layers",
     "has_default_config",
+    "input_shape_arg",
     "inference_kwargs",
     "optimizer_slots",
     "own_variables",
@@ -313,3 +314,15 @@ def unpinned_strategy(model):
         yield
     finally:
         model._distribute_strategy = pinned
+
+
+def input_shape_arg(layer):
+    """The `input_shape=` (or `input_dim=`) a layer was constructed with, or `None`.
+
+    Keras' `Layer.__init__` keeps it in the private `_input_shape_arg`, out of
+    `get_config`, and `Sequential` reads it there to add an input;
+    `lth_keras.tfmot.prune_low_magnitude` builds such a layer with it (or
+    passes it on to a masked twin made from the config). Absent on a layer
+    constructed without it, so no check here.
+    """
+    return getattr(layer, "_input_shape_arg", None)

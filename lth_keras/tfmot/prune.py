@@ -11,7 +11,7 @@ import dataclasses
 
 import keras
 
-from lth_keras import convert
+from lth_keras import _compat, convert
 from lth_keras.layers import MaskedLayerMixin, masked, rules
 from lth_keras.masks import masked_layers, model_layers
 from lth_keras.pruning import NM, Blocks, ConstantSparsity, SparsitySchedule, Unstructured
@@ -139,13 +139,24 @@ def _params(pruning_schedule, block_size, block_pooling_type, sparsity_m_by_n):
 
 
 def _prune_layer(layer, params, kwargs):
-    """A layer with masks and `params`: the layer itself if built, else its masked twin."""
+    """A layer with masks and `params`: the layer itself, or the masked twin of an unbuilt one."""
     if isinstance(layer, keras.layers.InputLayer):
         return layer
+    cls = type(layer)
+    shape = _compat.input_shape_arg(layer)  # Dense(..., input_shape=...): built here, in place
+    if not layer.built and shape is not None and not kwargs:
+        layer.build((None, *shape))
     if not layer.built:
-        cls = type(layer)
-        if rules.class_rules(cls) or rules.declared_weights_method(cls):
-            layer = masked.twin_class(cls).from_config({**layer.get_config(), **kwargs})
+        if rules.declared_weights_method(cls) is not None:
+            raise ValueError(
+                f"prune_low_magnitude() needs the layer {layer.name!r} built: its class "
+                f"{cls.__name__} names its prunable weights, which exist once it is built. "
+                "Give it input_shape=..., or call prune_low_magnitude on the built model. "
+                f"Received: an unbuilt {cls.__name__}"
+            )
+        if rules.class_rules(cls):
+            config = {**layer.get_config(), **({"input_shape": shape} if shape else {}), **kwargs}
+            layer = masked.twin_class(cls).from_config(config)
     elif any(d.rule is not None for d in rules.plan(model_layers(layer))):
         convert.prunable(layer)
     if not hasattr(layer, PARAMS_ATTR) and isinstance(layer, MaskedLayerMixin):
@@ -168,9 +179,10 @@ def prune_low_magnitude(
     (`lth_keras.prunable`) and is returned: tfmot returned a clone sharing
     the layers, so the original's weights were trained and zeroed too. A
     built layer (as `keras.models.clone_model(..., clone_function=...)`
-    passes it) gets masks in place; an unbuilt one is replaced by its masked
-    twin (`lth_keras.MaskedDense` for `Dense`), built from its config and
-    `kwargs`. A layer with nothing to mask (`Flatten`) is returned as is.
+    passes it) gets masks in place, and so does an unbuilt layer given
+    `input_shape=` (built here); another unbuilt layer is replaced by its
+    masked twin (`lth_keras.MaskedDense` for `Dense`), built from its config
+    and `kwargs`. A layer with nothing to mask (`Flatten`) is returned as is.
     Every layer masked here records `pruning_schedule` and the structure,
     and `lth_keras.tfmot.UpdatePruningStep` prunes it during `fit`: at each
     step the schedule names, its kernels keep the `keep_count(n, sparsity)`
@@ -198,7 +210,9 @@ def prune_low_magnitude(
 
     Raises:
         ValueError: For an argument outside its allowed values, a value that
-            is neither a model nor a layer, or a model that is not built.
+            is neither a model nor a layer, a model that is not built, or an
+            unbuilt layer without `input_shape` whose class names its
+            prunable weights (`PrunableLayer`).
 
     Example:
 

@@ -183,6 +183,23 @@ def test_an_unbuilt_layer_becomes_its_masked_twin():
     assert int(lth_keras.get_masks(model)["d2/kernel"].sum()) == 12
 
 
+class _MyDenseLayer(keras.layers.Dense, tfmot.PrunableLayer):
+    def get_prunable_weights(self):  # tfmot's comprehensive guide: the bias too
+        return [self.kernel, self.bias]
+
+
+def test_layers_given_input_shape_are_built_and_masked_in_place():
+    # tfmot's comprehensive guide builds Sequential models of pruned layers so.
+    dense = keras.layers.Dense(20, input_shape=(6,))
+    model = keras.Sequential([tfmot.prune_low_magnitude(dense), keras.layers.Flatten()])
+    assert model.built and model.layers[0] is dense and lth_keras.masked_layers(model) == [dense]
+    custom = tfmot.prune_low_magnitude(_MyDenseLayer(4, input_shape=(6,), name="my"))
+    model = keras.Sequential([custom])
+    assert list(lth_keras.get_masks(model)) == ["my/kernel", "my/bias"]
+    with pytest.raises(ValueError, match="needs the layer 'mine' built"):
+        tfmot.prune_low_magnitude(_MyDenseLayer(4, name="mine"))
+
+
 def test_two_by_four_and_unstructured_layers_prune_with_their_own_schedules():
     # tfmot's 2:4 guide: m-by-n layers get their mask once, at step 1; others follow a schedule.
     base = _mlp()
