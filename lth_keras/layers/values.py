@@ -137,15 +137,18 @@ def from_host(value):
     """An initializer giving `value`, a NumPy array (a copy on the device, no op compiled).
 
     Keras' "ones"/"zeros" initializers compile an op per shape on JAX: seconds
-    for the masks of a ResNet50.
+    for the masks of a ResNet50. The copy is made when Keras calls the
+    initializer: a layer built inside a trace (a subclassed model's first
+    call) has its variables initialised after the trace, and a copy made
+    inside it would be a tracer.
     """
 
-    if keras.backend.backend() == "jax":
-        import jax  # the backend in use
-
-        value = jax.device_put(value)  # jnp.asarray would compile a copy per shape
-
     def initializer(shape, dtype=None):
+        if keras.backend.backend() == "jax":
+            import jax  # the backend in use
+
+            with jax.ensure_compile_time_eval():
+                return jax.device_put(value)  # jnp.asarray would compile a copy per shape
         return value
 
     return initializer

@@ -285,3 +285,22 @@ def test_a_twin_built_in_a_subclassed_models_first_call_has_its_initial_weights(
     (weight,) = [w for w in model.fc.get_lottery_weights() if w.name == "kernel"]
     np.testing.assert_array_equal(numpy(weight.initial), numpy(weight.variable))
     assert [w.name for w in model.fc.get_lottery_weights()] == ["kernel", "bias"]
+
+
+def test_masks_of_a_layer_built_inside_a_trace_are_concrete():
+    """A subclassed model builds its layers in a trace on first call; masks must not be tracers."""
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.fc = lth_keras.MaskedDense(2, name="fc")
+
+        def call(self, x, training=None):
+            return self.fc(x)
+
+    model = Net()
+    model(np.ones((1, 3), "float32"))
+    mask = keras.ops.convert_to_numpy(model.fc.kernel_mask)
+    np.testing.assert_array_equal(mask, np.ones((3, 2), bool))
+    lth_keras.set_masks(model, {"fc/kernel": np.eye(3, 2, dtype=bool)})
+    assert int(lth_keras.get_masks(model)["fc/kernel"].sum()) == 2

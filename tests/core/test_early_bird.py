@@ -93,7 +93,12 @@ def test_pruner_early_bird_argument():
 
 
 class Script(keras.callbacks.Callback):
-    """Writes A, B, then C into the kernel at each epoch end (placed first)."""
+    """Writes A, B, then C into the kernel at each epoch end (placed first).
+
+    Pruned entries are written as 0, as a callback that writes weights must
+    (on JAX nothing else would zero them, and the pruner's check at the end of
+    `fit` would report them).
+    """
 
     def __init__(self):
         super().__init__()
@@ -103,7 +108,8 @@ class Script(keras.callbacks.Callback):
         self.epochs += 1
         kernel = (A, B)[self.epochs - 1] if self.epochs <= 2 else C
         layer = self.model.get_layer("d")
-        stored(layer).assign(kernel)
+        mask = keras.ops.convert_to_numpy(layer.kernel_mask)
+        stored(layer).assign(np.where(mask, kernel, 0).astype("float32"))
 
 
 def toy(**kwargs):
