@@ -108,6 +108,7 @@ def ported():
         script = script.replace(old, new)
     assert "tfmot" not in script.replace("lth_keras.tfmot", "")
     namespace = {"small_mnist": _small_mnist}
+    keras.backend.clear_session()  # the guide's layers get their default names (conv2d, dense)
     exec(compile(script, "ported_guide.py", "exec"), namespace)  # noqa: S102 (our own text)
     return namespace
 
@@ -149,9 +150,10 @@ def _mlp():
     )
 
 
-def _fit(model, steps, callbacks, batch=4):
+def _fit(model, steps, callbacks, batch=4, shape=None):
     rng = np.random.default_rng(1)
-    x = rng.normal(size=(steps * batch, *model.input_shape[1:])).astype("float32")
+    shape = shape or model.input_shape[1:]
+    x = rng.normal(size=(steps * batch, *shape)).astype("float32")
     y = rng.integers(0, 4, size=steps * batch)
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, batch_size=batch, epochs=1, callbacks=callbacks, verbose=0)
@@ -290,6 +292,26 @@ def test_numpy_int_steps_and_prune_scope_loading(tmp_path):
     with pytest.raises(ValueError, match="no layer marked for pruning"):
         _fit(loaded, 1, [tfmot.UpdatePruningStep()])
     assert tfmot.strip_pruning(_mlp()).__class__ is keras.Sequential
+
+
+class SubclassedMLP(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(16, activation="relu", name="hidden")
+        self.head = keras.layers.Dense(4, name="head")
+
+    def call(self, x):
+        return self.head(self.hidden(x))
+
+
+def test_a_subclassed_model_which_tfmot_refused_is_pruned():
+    model = SubclassedMLP()
+    model(np.zeros((1, 12), "float32"))
+    model = tfmot.prune_low_magnitude(model, tfmot.ConstantSparsity(0.75, 0, frequency=1))
+    _fit(model, 1, [tfmot.UpdatePruningStep()], shape=(12,))
+    masks = lth_keras.get_masks(model)
+    assert {k: int(m.sum()) for k, m in masks.items()} == {"hidden/kernel": 48, "head/kernel": 16}
+    assert lth_keras.masked_layers(tfmot.strip_pruning(model)) == []
 
 
 def _xnnpack_model():
