@@ -33,9 +33,20 @@ PARAMS_ATTR = "_lth_tfmot_params"
 class PruningParams:
     """When and in what structure a layer is pruned: what a tfmot wrapper held.
 
+    `prune_low_magnitude` records one on each layer it masks;
+    `UpdatePruningStep` reads them.
+
     Attributes:
         schedule: A `lth_keras.pruning.SparsitySchedule`.
         structure: A `lth_keras.pruning.Structure`.
+
+    Example:
+
+    ```python
+    model = lth_keras.tfmot.prune_low_magnitude(model, block_size=(4, 1))
+    layer = lth_keras.masked_layers(model)[0]
+    getattr(layer, lth_keras.tfmot.prune.PARAMS_ATTR).structure  # Blocks(size=4, pooling='avg')
+    ```
     """
 
     schedule: SparsitySchedule

@@ -313,6 +313,15 @@ def test_a_subclassed_model_which_tfmot_refused_is_pruned():
     assert {k: int(m.sum()) for k, m in masks.items()} == {"hidden/kernel": 48, "head/kernel": 16}
     assert lth_keras.masked_layers(tfmot.strip_pruning(model)) == []
 
+    class NoConfig(SubclassedMLP):
+        def __init__(self):  # cannot be rebuilt from its config
+            super().__init__()
+
+    model = NoConfig()
+    model(np.zeros((1, 12), "float32"))
+    with pytest.raises(ValueError, match="in_place=True"):
+        tfmot.strip_pruning(tfmot.prune_low_magnitude(model))
+
 
 def _xnnpack_model():
     inputs = keras.Input((9, 9, 3))
