@@ -6,10 +6,11 @@ ICLR 2019), with the controls and alternatives of later work.
 
 The packages show the architecture: the backend-neutral core (`layers`,
 `masks`, `convert`, `pruning`, `callbacks`, `rewind`, `tickets`, `analysis`,
-`connectivity`: `keras.ops` and NumPy only, on every Keras backend);
-`lth_keras.tensorflow` (SavedModel/TFLite export and tf.distribute: the
-TensorFlow backend only); and `lth_keras.experiments` (the paper harness:
-configs, presets, TFDS data, the runner, reports, the command line).
+`connectivity`: `keras.ops` and NumPy only, on every Keras backend, and
+`tfmot`, tfmot's sparsity API on top of it); `lth_keras.tensorflow`
+(SavedModel/TFLite export and tf.distribute: the TensorFlow backend only);
+and `lth_keras.experiments` (the paper harness: configs, presets, TFDS data,
+the runner, reports, the command line).
 Importing `lth_keras` loads the core only.
 
 Example:
