@@ -27,13 +27,15 @@ def _check_model(model, function):
         raise ValueError(
             f"{function}() takes a Keras model. Received: a value of type {type(model).__name__}."
         )
-    unbuilt = [path for path, layer in model_layers(model) if not layer.built]
-    if not model.built or unbuilt:
+    layers = model_layers(model)
+    unbuilt = [path for path, layer in layers if not layer.built]
+    if not model.built or len(unbuilt) == len(layers) > 0:
         raise ValueError(
             f"{function}() needs a built model: its weights must exist. Received: a model "
             f"with unbuilt layers {unbuilt[:5] or [model.name]}. Build it first (call it on "
             "a batch, start it from keras.Input, or call model.build(input_shape))."
         )
+    return unbuilt
 
 
 def prunable(model, filters=None, *, unknown=False, positional=False):
@@ -88,7 +90,16 @@ def prunable(model, filters=None, *, unknown=False, positional=False):
     ```
     """
     rules.check_filters(filters)
-    _check_model(model, "prunable")
+    unbuilt = _check_model(model, "prunable")
+    if unbuilt:
+        # A built model whose calls never used these layers (KerasHub's
+        # EfficientNet keeps squeeze-and-excite layers of ratio 0): no weights.
+        warnings.warn(
+            f"prunable() found {len(unbuilt)} layer(s) the model's calls never built, so "
+            f"they have no weights and get no masks: {unbuilt[:10]}. If a later call builds "
+            "them, call prunable(model) again.",
+            stacklevel=2,
+        )
     layers = model_layers(model)
     decisions = rules.plan(layers, filters, unknown, positional)
     chosen = collections.defaultdict(list)

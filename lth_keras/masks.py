@@ -34,6 +34,9 @@ def model_layers(model):
     Models (the model itself and those nested in it) are walked through but
     not listed, and their names are not part of paths: Keras gives a model
     built in process and the same model loaded from a file different names.
+    Only where two layers in different nested models would get the same path
+    (KerasHub's CLIP: an `embedding` in each encoder) do the names of the
+    models they sit in prefix their paths (`"vision_encoder/embedding"`).
 
     Args:
         model: A Keras model or layer.
@@ -42,7 +45,8 @@ def model_layers(model):
         A list of `(path, layer)` in model order (depth first).
 
     Raises:
-        ValueError: If two layers get the same path (give them unique names).
+        ValueError: If two layers get the same path even with the names of
+            the models they sit in (give them unique names).
 
     Example:
 
@@ -50,36 +54,44 @@ def model_layers(model):
     [path for path, _ in lth_keras.masks.model_layers(model)]  # ['fc1', 'fc2', 'out']
     ```
     """
-    found, seen, paths = [], set(), {}
+    found, seen = [], set()  # (path without model names, with them, layer, parent index)
 
-    def walk(layer, prefix):
+    def walk(layer, prefix, full, parent):
         for child in _compat.flatten_layers(layer, include_self=False, recursive=False):
             if id(child) in seen:
                 continue
             seen.add(id(child))
             if isinstance(child, keras.Model):
-                walk(child, prefix)
+                walk(child, prefix, f"{full}{child.name}/", parent)
                 continue
-            path = f"{prefix}{child.name}"
-            if path in paths:
-                raise ValueError(
-                    f"Two layers of the model have the path {path!r} (a "
-                    f"{type(paths[path]).__name__} and a {type(child).__name__}); masks and "
-                    "weights are keyed by path. "
-                    "Give every layer a unique `name`."
-                )
-            paths[path] = child
-            found.append((path, child))
-            walk(child, f"{path}/")
+            found.append((f"{prefix}{child.name}", f"{full}{child.name}", child, parent))
+            walk(child, f"{prefix}{child.name}/", f"{full}{child.name}/", len(found) - 1)
 
     if isinstance(model, keras.Model):
-        walk(model, "")
+        walk(model, "", "", None)
     else:
-        found.append((model.name, model))
+        found.append((model.name, model.name, model, None))
         seen.add(id(model))
-        paths[model.name] = model
-        walk(model, f"{model.name}/")
-    return found
+        walk(model, f"{model.name}/", f"{model.name}/", 0)
+    counts = {}
+    for path, *_ in found:
+        counts[path] = counts.get(path, 0) + 1
+    # A layer whose path is taken twice, and every layer inside it, is named with its models.
+    with_models = []
+    for path, _, _, parent in found:
+        with_models.append(counts[path] > 1 or (parent is not None and with_models[parent]))
+    paths, result = {}, []
+    for (path, full, layer, _), use_full in zip(found, with_models, strict=True):
+        path = full if use_full else path
+        if path in paths:
+            raise ValueError(
+                f"Two layers of the model have the path {path!r} (a "
+                f"{type(paths[path]).__name__} and a {type(layer).__name__}); masks and "
+                "weights are keyed by path. Give every layer a unique `name`."
+            )
+        paths[path] = layer
+        result.append((path, layer))
+    return result
 
 
 def masked_layers(model):

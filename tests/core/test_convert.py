@@ -181,17 +181,16 @@ def test_weights_remaining_counts_exactly():
     assert total == (sum(sizes.values()) - 20) / sum(sizes.values())
 
 
-def test_layers_with_the_same_name_in_nested_models_are_told_apart():
+def test_layers_with_the_same_name_in_nested_models_are_keyed_with_their_models():
     a = keras.layers.Dense(2, name="same")
     b = keras.layers.Dense(2, name="same")
     inner_a = keras.Sequential([keras.Input((2,)), a], name="a")
     inner_b = keras.Sequential([keras.Input((2,)), b], name="b")
     inputs = keras.Input((2,))
     model = keras.Model(inputs, inner_b(inner_a(inputs)))
-    # Model names are not part of paths, so the two layers collide.
-    with pytest.raises(ValueError, match="Two layers of the model have the path 'same'"):
-        lth_keras.prunable(model)
-    assert type(a) is keras.layers.Dense  # nothing changed
+    # Model names are not part of paths, but where two layers would collide they are.
+    lth_keras.prunable(model)
+    assert list(lth_keras.get_masks(model)) == ["a/same/kernel", "b/same/kernel"]
 
 
 def test_masked_layers_are_mixins():
@@ -304,3 +303,55 @@ def test_masks_of_a_layer_built_inside_a_trace_are_concrete():
     np.testing.assert_array_equal(mask, np.ones((3, 2), bool))
     lth_keras.set_masks(model, {"fc/kernel": np.eye(3, 2, dtype=bool)})
     assert int(lth_keras.get_masks(model)["fc/kernel"].sum()) == 2
+
+
+def test_a_layer_the_calls_never_built_is_reported_and_the_rest_masked():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.fc = keras.layers.Dense(2, name="fc")
+            self.unused = keras.layers.Dense(2, name="unused")  # like an SE layer of ratio 0
+
+        def call(self, x, training=None):
+            return self.fc(x)
+
+    model = Net()
+    model(np.ones((1, 3), "float32"))
+    with pytest.warns(UserWarning, match=r"1 layer\(s\) the model's calls never built.*'unused'"):
+        lth_keras.prunable(model)
+    assert list(lth_keras.get_masks(model)) == ["fc/kernel"]
+    assert type(model.unused) is keras.layers.Dense
+
+
+def _encoder(name):
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(3, name="embedding")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(2, name=f"head_{name}")(hidden), name=name)
+
+
+def test_layers_of_one_name_in_two_nested_models_are_keyed_with_the_models_names():
+    vision, text = _encoder("vision"), _encoder("text")
+    a, b = keras.Input((4,)), keras.Input((4,))
+    model = keras.Model([a, b], keras.layers.Add(name="sum")([vision(a), text(b)]))
+    lth_keras.prunable(model)
+    keys = ["vision/embedding/kernel", "head_vision/kernel", "text/embedding/kernel"]
+    assert list(lth_keras.get_masks(model)) == keys + ["head_text/kernel"]
+    lth_keras.set_masks(model, {"text/embedding/kernel": np.eye(4, 3, dtype=bool)})
+    assert int(numpy(text.get_layer("embedding").kernel_mask).sum()) == 3
+    assert int(numpy(vision.get_layer("embedding").kernel_mask).sum()) == 12
+
+
+def test_two_nested_models_of_one_name_with_layers_of_one_name_are_refused():
+    class Pair(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.first, self.second = _encoder("enc"), _encoder("enc")
+
+        def call(self, x, training=None):
+            return self.first(x) + self.second(x)
+
+    model = Pair()
+    model(np.ones((1, 4), "float32"))
+    with pytest.raises(ValueError, match=r"Two layers of the model have the path 'enc/embedding'"):
+        lth_keras.prunable(model)
+    assert type(model.first.get_layer("embedding")) is keras.layers.Dense
