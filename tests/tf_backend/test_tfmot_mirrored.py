@@ -11,7 +11,11 @@ from lth_keras import tfmot
 
 def test_gradual_pruning_under_mirrored_strategy(data):
     x, y = data
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    # Reduced on one device: collective ops keep instance keys per process, and
+    # another test's strategy in the same process can leave them out of step.
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
     with strategy.scope():
         model = keras.Sequential(
             [
