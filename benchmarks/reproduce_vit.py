@@ -47,6 +47,12 @@ flags.DEFINE_integer("train_examples", None, "Train on this many images only (de
 flags.DEFINE_integer("test_examples", None, "Test on this many images only (default: all).")
 flags.DEFINE_integer("train_eval_examples", 10000, "Images train accuracy is measured on.")
 flags.DEFINE_bool("jit_compile", True, "XLA; --nojit_compile starts sooner, runs slower.")
+flags.DEFINE_bool(
+    "report_only",
+    False,
+    "Train nothing: report the rows the runs under --output_dir hold so far (a run not "
+    "finished is reported to the rounds it reached, and said so).",
+)
 FLAGS = flags.FLAGS
 _FLAG_NAMES = (
     "seeds",
@@ -332,8 +338,8 @@ def plot_curves(found, last, shares, path):
         axis.legend(fontsize=9, loc="lower right")
     axes[0][0].set_ylabel("validation accuracy")
     figure.suptitle(
-        f"Small ViT on MNIST: validation accuracy while training\n"
-        f"mean of {len(FLAGS.seeds)} seeds, shaded from the lowest to the highest",
+        "Small ViT on MNIST: validation accuracy while training\n"
+        "mean of the seeds that finished, shaded from the lowest to the highest",
         fontsize=11,
     )
     figure.tight_layout()
@@ -348,26 +354,59 @@ def _curve_label(label, last, share):
     return f"{name}, round {last} ({100 * share:.1f}% of attention + MLP)"
 
 
+def _rows_so_far(run_dir):
+    """The result rows a run directory holds (its metrics.jsonl), in job order."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _finished(rows):
+    return {(row["round"], row["kind"]) for row in rows} >= {(FLAGS.rounds, "ticket")} | {
+        (FLAGS.rounds, "reinit")
+    }
+
+
 def main(argv):
     del argv
     from lth_keras.experiments import runner as experiment
 
     began = time.monotonic()
     os.makedirs(FLAGS.output_dir, exist_ok=True)
-    with open(os.path.join(FLAGS.output_dir, "flags.json"), "w") as f:
-        json.dump({name: FLAGS[name].value for name in _FLAG_NAMES}, f, indent=2)
-    runs = {}
+    if not FLAGS.report_only:
+        with open(os.path.join(FLAGS.output_dir, "flags.json"), "w") as f:
+            json.dump({name: FLAGS[name].value for name in _FLAG_NAMES}, f, indent=2)
+    runs, partial = {}, []
     for (rewind, seed), config in configs().items():
         run_dir = os.path.join(FLAGS.output_dir, f"rewind{rewind}-seed{seed}")
-        runs[(rewind, seed)] = experiment.run(config, run_dir)
+        if FLAGS.report_only:
+            rows = _rows_so_far(run_dir)
+            if not rows:
+                partial.append(f"rewind {rewind}, seed {seed}: not run")
+                continue
+            last = max(row["round"] for row in rows)
+            if last < FLAGS.rounds or len(rows) < 2 * FLAGS.rounds + 1:
+                partial.append(
+                    f"rewind {rewind}, seed {seed}: {len(rows)} of {2 * FLAGS.rounds + 1} jobs "
+                    f"(to round {last}; not finished)"
+                )
+            runs[(rewind, seed)] = rows
+        else:
+            runs[(rewind, seed)] = experiment.run(config, run_dir)
     sizes, group_of = group_sizes()
     summary = summarize(runs, sizes, group_of)
     seeds = [int(s) for s in FLAGS.seeds]
-    found = curves(runs, FLAGS.rounds)
+    finished = [key for key, rows in runs.items() if _finished(rows)]
+    found = curves(finished, FLAGS.rounds)
     shares = {
         rewind: arm[FLAGS.rounds]["shares"]["attention + MLP"] for rewind, arm in summary.items()
     }
     text = markdown(summary, seeds) + "\n" + curves_markdown(found, FLAGS.rounds, shares)
+    if partial:
+        text += "\nRuns not finished (reported as far as they went):\n"
+        text += "".join(f"- {line}\n" for line in partial) + "\n"
     text += "\n" + "\n".join(counts(summary)) + "\n\n"
     for (rewind, seed), rows in runs.items():
         minutes = sum(row["wall_seconds"] for row in rows) / 60
