@@ -30,7 +30,7 @@ from lth_keras.experiments.config import DATASETS
 from lth_keras.experiments.decoded import DataDamagedError, decoded_splits
 from lth_keras.options import check_choice
 
-__all__ = ["DataDamagedError", "DataUnavailableError", "Splits", "load"]
+__all__ = ["DataDamagedError", "DataUnavailableError", "Splits", "load", "load_config"]
 
 _CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 _CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -224,6 +224,33 @@ def _examples(source, start, stop):
     """
     images, labels = source
     return tf.data.Dataset.from_tensor_slices((images[start:stop], labels[start:stop]))
+
+
+def load_config(config):
+    """`load` with the data fields of an `ExperimentConfig` (data set, sizes, augmentation, seed).
+
+    Args:
+        config: A `lth_keras.experiments.ExperimentConfig`.
+
+    Returns:
+        A `Splits`.
+
+    Example:
+
+    ```python
+    splits = load_config(lth_keras.experiments.preset("lenet"))
+    ```
+    """
+    return load(
+        config.dataset,
+        batch_size=config.batch_size,
+        validation_examples=config.validation_examples,
+        train_examples=config.train_examples,
+        test_examples=config.test_examples,
+        train_eval_examples=config.train_eval_examples,
+        augment=config.augment,
+        seed=config.seed,
+    )
 
 
 def load(

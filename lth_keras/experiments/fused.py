@@ -23,14 +23,13 @@ and accuracies, bit for bit, as trained alone on the same machine
 sequential run.
 """
 
-import sys
 import time
 
 import keras
 import tensorflow as tf
 from keras import ops
 
-from lth_keras.experiments.progress import format_seconds
+from lth_keras.experiments.progress import StatusLine, format_seconds
 
 __all__ = ["FusedModel", "FusedOptimizer", "FusedProgress", "Fuser", "network_logs"]
 
@@ -240,7 +239,7 @@ class _NetworkCallbacks(keras.callbacks.Callback):
         self._call("on_train_end", network_logs(logs, self.index))
 
 
-class FusedProgress(keras.callbacks.Callback):
+class FusedProgress(StatusLine):
     """A line about the networks training together.
 
     On a terminal the line updates after every period; otherwise a line is
@@ -248,13 +247,10 @@ class FusedProgress(keras.callbacks.Callback):
     """
 
     def __init__(self, label, total, start, eval_every, every=30.0, stream=None):
-        super().__init__()
+        super().__init__(stream)
         self.label, self.total, self.start, self.eval_every = label, total, start, eval_every
         self.every = every
-        self.stream = stream or sys.stdout
-        self.tty = self.stream.isatty()
         self._began = self._shown = None
-        self._width = 0
 
     def on_train_begin(self, logs=None):
         self._began = self._shown = time.perf_counter()
@@ -273,22 +269,15 @@ class FusedProgress(keras.callbacks.Callback):
             if k.endswith("_accuracy") and k.startswith("val_")
         ]
         mean = sum(accuracies) / len(accuracies) if accuracies else float("nan")
-        line = (
-            f"{self.label} | {iteration:>{len(str(self.total))}}/{self.total} it | "
-            f"mean val acc {mean:.4f} | {format_seconds(now - self._began)} elapsed | "
-            f"ETA {format_seconds(eta)}"
+        self._show(
+            [
+                self.label,
+                f"{iteration:>{len(str(self.total))}}/{self.total} it",
+                f"mean val acc {mean:.4f}",
+                f"{format_seconds(now - self._began)} elapsed",
+                f"ETA {format_seconds(eta)}",
+            ]
         )
-        if self.tty:
-            self.stream.write("\r" + line.ljust(self._width))
-            self._width = len(line)
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def on_train_end(self, logs=None):
-        if self.tty and self._width:
-            self.stream.write("\r" + " " * self._width + "\r")
-            self.stream.flush()
 
 
 def _quiet(dataset):

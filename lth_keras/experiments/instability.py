@@ -193,7 +193,7 @@ def _verified_file(folder, name):
 def _analyse(config, run_dir, k, wanted, alphas, verbose):
     """Trains the pairs of `wanted` `(trial, round)` from `W_k`, fused; returns their entries."""
     placement = Placement(None)
-    splits = _splits(config)
+    splits = data_lib.load_config(config)
     members, meta = _pairs(config, run_dir, k, wanted, splits, placement)
     fused = FusedModel([model for model, _ in members])
     fused.compile_members(placement.jit_compile(config), placement.steps_per_execution(config))
@@ -258,19 +258,6 @@ def _pairs(config, run_dir, k, wanted, splits, placement):
                 members.append((model, dataclasses.replace(splits, seed=seed).train(start_step=k)))
                 meta.append((t, r))
     return members, meta
-
-
-def _splits(config):
-    return data_lib.load(
-        config.dataset,
-        batch_size=config.batch_size,
-        validation_examples=config.validation_examples,
-        train_examples=config.train_examples,
-        test_examples=config.test_examples,
-        train_eval_examples=config.train_eval_examples,
-        augment=config.augment,
-        seed=config.seed,
-    )
 
 
 def _arrays(dataset):

@@ -166,7 +166,38 @@ class RunProgress:
         self.stream.flush()
 
 
-class Progress(keras.callbacks.Callback):
+class StatusLine(keras.callbacks.Callback):
+    """A callback that writes one status line: rewritten in place on a terminal.
+
+    Args:
+        stream: Where to write. Defaults to `None`, meaning `sys.stdout`.
+        tty: Whether `stream` is a terminal. Defaults to `None`, meaning
+            `stream.isatty()`.
+    """
+
+    def __init__(self, stream=None, tty=None):
+        super().__init__()
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty() if tty is None else tty
+        self._width = 0
+
+    def _show(self, parts):
+        line = " | ".join(parts)
+        if self.tty:
+            self.stream.write("\r" + line.ljust(self._width))
+            self._width = len(line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def on_train_end(self, logs=None):
+        if self.tty and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0
+
+
+class Progress(StatusLine):
     """Reports a job's progress after every evaluation period.
 
     Args:
@@ -189,17 +220,14 @@ class Progress(keras.callbacks.Callback):
     """
 
     def __init__(self, label, total, start, eval_every, stream=None, tty=None, run=None):
-        super().__init__()
+        super().__init__(stream, tty)
         self.label = label
         self.total = total
         self.start = start
         self.eval_every = eval_every
-        self.stream = stream or sys.stdout
-        self.tty = self.stream.isatty() if tty is None else tty
         self.run = run
         self.trained = 0  # iterations trained by this fit
         self._began = None
-        self._width = 0
 
     def on_train_begin(self, logs=None):
         self._began = time.perf_counter()
@@ -230,18 +258,3 @@ class Progress(keras.callbacks.Callback):
             run_eta = self.run[0].eta(self.run[1], self.trained, self.total - iteration)
             parts.append("run ETA " + (format_seconds(run_eta) if run_eta is not None else "-"))
         self._show(parts)
-
-    def _show(self, parts):
-        line = " | ".join(parts)
-        if self.tty:
-            self.stream.write("\r" + line.ljust(self._width))
-            self._width = len(line)
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def on_train_end(self, logs=None):
-        if self.tty and self._width:
-            self.stream.write("\r" + " " * self._width + "\r")
-            self.stream.flush()
-            self._width = 0

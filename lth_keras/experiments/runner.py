@@ -254,16 +254,7 @@ class Experiment:
     def _build(self, config):
         """The data, the model and the pruner, checked against the config; nothing written."""
         keras.utils.set_random_seed(config.seed)
-        self.splits = data_lib.load(
-            config.dataset,
-            batch_size=config.batch_size,
-            validation_examples=config.validation_examples,
-            train_examples=config.train_examples,
-            test_examples=config.test_examples,
-            train_eval_examples=config.train_eval_examples,
-            augment=config.augment,
-            seed=config.seed,
-        )
+        self.splits = data_lib.load_config(config)
         self.model = self.placement.compiled_model(config, self.splits)
         self.pruner = LotteryPruner(
             config.rate,

@@ -12,7 +12,7 @@ from helpers import MNIST_DIR, REPO, pythonpath
 
 import lth_keras
 from lth_keras.connectivity import barrier
-from lth_keras.experiments import instability, runner
+from lth_keras.experiments import data, instability, runner
 from lth_keras.experiments.placement import Placement
 from lth_keras.experiments.presets import preset
 from lth_keras.experiments.rundir import CorruptRunError
@@ -71,7 +71,7 @@ def test_entries_of_two_rounds_at_two_rewind_points(run_dir, tmp_path, capsys):
 
 def test_copies_start_from_the_masked_rewind_point_on_two_data_orders(run_dir):
     config = preset("lenet", **TINY)
-    splits = instability._splits(config)
+    splits = data.load_config(config)
     members, meta = instability._pairs(config, run_dir, 20, [(0, 1)], splits, Placement(None))
     assert meta == [(0, 1), (0, 1)]
     masks = np.load(run_dir / "masks" / "round_01.npz")
