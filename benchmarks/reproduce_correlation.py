@@ -15,6 +15,13 @@ verdict per claim by the rules stated there:
 - (b) the ticket beats `reinit` at the small rate only;
 - (c) PFT is ahead of the ticket at the large rate, at equal iterations.
 
+With `--pft_schedules=oneshot,polynomial`, each (network, setting, seed) also
+gets a run whose `pft` arm prunes gradually, tfmot's way
+(`pft_schedule="polynomial"`: the trained dense network pruned along
+`PolynomialDecay` to the ticket's per-kernel counts over the first half of
+the job, then fine-tuned), and `summary.md` compares it with the ticket and
+with one-shot PFT at every round, at equal iterations per job.
+
     TFDS_DATA_DIR=../shared/data/tensorflow_datasets python benchmarks/reproduce_correlation.py
 
 Runs resume: rerun the same command after an interruption.
@@ -39,6 +46,11 @@ flags.DEFINE_float("conv_rate", 0.45, "Conv-2 fc rate per round; conv and output
 flags.DEFINE_integer("conv_eval_every", 250, "Steps between evaluations, Conv-2.")
 flags.DEFINE_integer("eval_every", 500, "Steps between evaluations.")
 flags.DEFINE_bool("adam", True, "Also the Adam 1.2e-3 setting (the LeNet preset), for context.")
+flags.DEFINE_list(
+    "pft_schedules",
+    ["oneshot"],
+    "PFT arms: oneshot (the ticket's mask at once) and/or polynomial (gradual, tfmot's way).",
+)
 flags.DEFINE_string("output_dir", "runs/reproduce_correlation", "Parent folder of the runs.")
 FLAGS = flags.FLAGS
 
@@ -55,7 +67,7 @@ def settings():
     return out
 
 
-def config_for(model, setting, seed):
+def config_for(model, setting, seed, pft_schedule="oneshot"):
     from lth_keras.experiments import preset
 
     if model == "lenet":
@@ -78,7 +90,8 @@ def config_for(model, setting, seed):
         model,
         dataset="mnist",
         augment=False,
-        controls=("reinit", "pft"),
+        controls=("reinit", "pft") if pft_schedule == "oneshot" else ("pft",),
+        pft_schedule=pft_schedule,
         momentum=0.9,
         overlap_ps=PS,
         seed=seed,
@@ -184,7 +197,39 @@ def summary(runs):
                     claim_table(runs[(model, name)], ["pft", "ticket"], metric),
                     "PFT ahead of the ticket",
                 )
+        for name in present:
+            if not any(GRADUAL in {k for _, k in rows} for rows in runs[(model, name)]):
+                continue
+            for metric in ("test_accuracy_es", "test_accuracy_final"):
+                out += _comparison(
+                    f"(c, gradual) {metric}, {name}: gradual PFT vs ticket, equal iterations",
+                    claim_table(runs[(model, name)], [GRADUAL, "ticket"], metric),
+                    "Gradual PFT ahead of the ticket",
+                )
+                out += _comparison(
+                    f"(c, gradual) {metric}, {name}: gradual PFT vs one-shot PFT",
+                    claim_table(runs[(model, name)], [GRADUAL, "pft"], metric),
+                    "Gradual PFT ahead of one-shot PFT",
+                )
+            out += _es_iterations(runs[(model, name)], name)
     return "\n".join(out) + "\n"
+
+
+#: The kind under which the gradual runs' `pft` rows join the one-shot runs' rows.
+GRADUAL = "pft-gradual"
+
+
+def _es_iterations(runs, name):
+    """Early-stopping iterations of the ticket and both PFTs per round (mean over seeds)."""
+    kinds = ["ticket", "pft", GRADUAL]
+    lines = [f"Early-stopping iteration, {name} (mean over seeds):", ""]
+    lines += ["| round | " + " | ".join(kinds) + " |", "|" + "---|" * (1 + len(kinds))]
+    for round_ in sorted(_by_round(runs, GRADUAL, "es_iteration")):
+        cells = [
+            f"{statistics.mean(_by_round(runs, k, 'es_iteration')[round_]):.0f}" for k in kinds
+        ]
+        lines.append(f"| {round_} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def main(argv):
@@ -200,11 +245,23 @@ def main(argv):
                 config = config_for(model, setting, int(seed))
                 folder = os.path.join(FLAGS.output_dir, f"{model}-{name}-seed{seed}")
                 rows = run(config, folder, verbose=1)
-                runs.setdefault((model, name), []).append(
-                    {(r["round"], r["kind"]): r for r in rows}
-                )
+                found = {(r["round"], r["kind"]): r for r in rows}
+                if "polynomial" in FLAGS.pft_schedules:
+                    config = config_for(model, setting, int(seed), "polynomial")
+                    rows = run(config, f"{folder}-gradual", verbose=1)
+                    for r in rows:
+                        if r["kind"] == "ticket":  # the same seed trains the same tickets
+                            same = (
+                                r["test_accuracy_es"]
+                                == found[(r["round"], "ticket")]["test_accuracy_es"]
+                            )
+                            print(f"{folder}-gradual round {r['round']}: same ticket: {same}")
+                        else:
+                            found[(r["round"], GRADUAL)] = r
+                runs.setdefault((model, name), []).append(found)
     for key, group in runs.items():
-        rows = report.summarize([list(g.values()) for g in group])
+        plain = [[r for r in g.values() if r["kind"] != GRADUAL] for g in group]
+        rows = report.summarize(plain)
         stem = os.path.join(FLAGS.output_dir, "-".join(key))
         report.plot_overlap(rows, f"{stem}-overlap.png")
         report.plot(rows, "test_accuracy_es", f"{stem}-accuracy.png")

@@ -11,6 +11,7 @@ ticket. Seeds come from each arm's fixed `seed_key`, never from the order in
 which arms are listed or displayed.
 """
 
+import math
 import zlib
 
 import numpy as np
@@ -18,13 +19,15 @@ import numpy as np
 from lth_keras import masks as masks_lib
 from lth_keras import pruning, saliency
 from lth_keras._registry import Policy, Registry
-from lth_keras.callbacks import get_reset
+from lth_keras.callbacks import LotteryPruner, get_reset
 from lth_keras.targets import Targets
 
 __all__ = [
     "ARMS",
     "CONTROLS",
     "AT_INIT_EXAMPLES_PER_CLASS",
+    "PFT_FREQUENCY",
+    "PFT_SCHEDULES",
     "Arm",
     "AtInit",
     "GraspAtInit",
@@ -35,8 +38,17 @@ __all__ = [
     "SnipAtInit",
     "SynFlowAtInit",
     "Ticket",
+    "gradual_end",
     "schedule",
 ]
+
+#: How the `pft` arm prunes (`ExperimentConfig.pft_schedule`): at once, or
+#: gradually along tfmot's `PolynomialDecay`.
+PFT_SCHEDULES = ("oneshot", "polynomial")
+
+#: Steps between the gradual `pft` arm's mask updates at most (tfmot's default);
+#: it is the largest divisor of the pruning span up to this.
+PFT_FREQUENCY = 100
 
 
 class Arm(Policy):
@@ -90,18 +102,44 @@ class Arm(Policy):
         raise NotImplementedError
 
     def needs_trained(self):
-        """Whether `prepare` needs the previous round's trained ticket."""
+        """Whether `prepare` needs a trained ticket (of round `trained_round(...)`)."""
         return False
+
+    def trained_round(self, config, round_):
+        """The round whose trained ticket `prepare` gets: the previous one."""
+        return round_ - 1
 
     def needs_batch(self):
         """Whether `prepare` needs a batch of training data."""
         return False
 
-    def mask_iterations(self, ticket_iterations):
+    def callbacks(self, ticket_masks, config, round_):
+        """Callbacks the arm trains with beside the runner's (e.g. a pruner); none here.
+
+        Made anew for each fit of the job, a resumed one included; they run
+        before the evaluation callbacks.
+        """
+        return []
+
+    def needs_callbacks(self, config):
+        """Whether `callbacks` gives any (so the runner loads the ticket's masks for it)."""
+        return False
+
+    def early_stopping_from(self, config, round_):
+        """The first iteration of the job (counted as in its records) early stopping may pick."""
+        return 0
+
+    def mask_iterations(self, ticket_iterations, config=None, dense_iterations=None):
         """Training steps spent to find this arm's mask, given the ticket's.
 
         Controls built from the ticket's mask (or its per-layer counts) cost
         what the ticket cost; masks found at initialisation cost nothing.
+
+        Args:
+            ticket_iterations: The ticket's `mask_iterations` at the round.
+            config: The `ExperimentConfig`. Defaults to `None`.
+            dense_iterations: The steps the dense network of round 0 trained
+                before round 1's mask was drawn. Defaults to `None`.
         """
         return ticket_iterations
 
@@ -152,27 +190,118 @@ class RandomMask(Arm):
 
 @ARMS.register("pft")
 class PruneFineTune(Arm):
-    """Pruning & fine-tuning (Liu et al., ICML 2021): the ticket's mask on trained weights.
+    """Pruning & fine-tuning (Liu et al., ICML 2021), at once or gradually.
 
-    At round `r`, the mask of the ticket of round `r` applied to the weights
-    round `r - 1` trained (every weight, as trained), then trained for
-    `iterations` steps from step 0: the learning-rate schedule and the
-    optimizer restart. Same mask, budget, evaluation and early stopping as
-    the ticket.
+    With `config.pft_schedule="oneshot"` (the default): at round `r`, the
+    mask of the ticket of round `r` applied to the weights round `r - 1`
+    trained (every weight, as trained), then trained for `iterations` steps
+    from step 0: the learning-rate schedule and the optimizer restart. Same
+    mask, budget, evaluation and early stopping as the ticket.
+
+    With `config.pft_schedule="polynomial"`, tfmot's way (gradual pruning,
+    Zhu & Gupta 2017): at round `r`, the dense network round 0 trained (every
+    weight, as trained, no mask) trains for `iterations` steps from step 0
+    while a `LotteryPruner` with tfmot's `PolynomialDecay` (power 3) prunes
+    each kernel by magnitude from sparsity 0 to the ticket's sparsity of
+    round `r` in that kernel, reaching exactly the ticket's count of
+    remaining weights at step `gradual_end(config)` (a fraction
+    `pft_prune_fraction` of the budget), the masks updated every
+    `frequency` steps (the largest divisor of that span up to
+    `PFT_FREQUENCY`); then it fine-tunes with its mask fixed to the end of
+    the budget. Its own magnitudes choose which weights go, so its mask is
+    not the ticket's, only its per-kernel counts are. Early stopping reads
+    only the evaluations from `gradual_end(config)` on, where the network
+    has its final sparsity. The mask costs the dense training plus the
+    pruning span (`mask_iterations`).
+
+    Example:
+
+    ```python
+    config = preset("lenet", controls=("pft",), pft_schedule="polynomial")
+    ```
     """
 
     label = "prune & fine-tune"
     seed_key = 4
+
+    @staticmethod
+    def gradual(config):
+        """Whether the config asks for gradual pruning."""
+        return config.pft_schedule == "polynomial"
 
     def rewinds(self, config):
         return False
 
     def prepare(self, model, ticket_masks, config, round_, trained=None, batch=None):
         trained.apply(model, weights="final")
-        masks_lib.set_masks(model, ticket_masks)
+        if not self.gradual(config):
+            masks_lib.set_masks(model, ticket_masks)
 
     def needs_trained(self):
         return True
+
+    def trained_round(self, config, round_):
+        return 0 if self.gradual(config) else round_ - 1
+
+    def needs_callbacks(self, config):
+        return self.gradual(config)
+
+    def callbacks(self, ticket_masks, config, round_):
+        if not self.gradual(config):
+            return []
+        end = gradual_end(config)
+        frequency = math.gcd(end, PFT_FREQUENCY)
+        keys = list(ticket_masks)
+        seed = int(self.seed(config, round_)[0])
+        pruners = []
+        for index, key in enumerate(keys):
+            mask = np.asarray(ticket_masks[key])
+            size, kept = int(mask.size), int(np.count_nonzero(mask))
+            if kept == size:
+                continue  # excluded, or not pruned yet: stays dense
+            schedule = pruning.PolynomialDecay(
+                0.0, _sparsity_keeping(size, kept), 0, end, power=3, frequency=frequency
+            )
+            targets = Targets(exclude=[k for k in keys if k != key])
+            pruners.append(LotteryPruner(targets=targets, schedule=schedule, seed=seed + index))
+        return pruners
+
+    def early_stopping_from(self, config, round_):
+        return gradual_end(config) if self.gradual(config) else 0
+
+    def mask_iterations(self, ticket_iterations, config=None, dense_iterations=None):
+        if config is None or not self.gradual(config):
+            return ticket_iterations
+        if dense_iterations is None:
+            return None
+        return dense_iterations + gradual_end(config)
+
+
+def gradual_end(config):
+    """The step at which the gradual `pft` arm reaches its sparsity.
+
+    `pft_prune_fraction` of `iterations`, rounded down to a multiple of
+    `eval_every` (so an evaluation sees the final sparsity), and at least
+    `eval_every`.
+
+    Example:
+
+    ```python
+    gradual_end(preset("lenet", iterations=5000, eval_every=500))  # 2500
+    ```
+    """
+    every = config.eval_every
+    return max(every, int(config.iterations * config.pft_prune_fraction) // every * every)
+
+
+def _sparsity_keeping(size, kept):
+    """A sparsity at which tfmot's count rule keeps exactly `kept` of `size` weights."""
+    for sparsity in ((size - kept) / size, 1.0 - kept / size):
+        if pruning.keep_count(size, sparsity) == kept:
+            return sparsity
+    raise ValueError(  # float32 cannot name the count: not for kernels under 2**24 weights
+        f"No float32 sparsity keeps exactly {kept} of {size} weights under tfmot's rule."
+    )
 
 
 @ARMS.register("shuffle")
@@ -244,7 +373,7 @@ class AtInit(Arm):
         """The `lth_keras.pruning.Score` this arm prunes with (`batch`: `(x, y)` or `None`)."""
         return self.score_class() if self.data_free else self.score_class(data=batch)
 
-    def mask_iterations(self, ticket_iterations):
+    def mask_iterations(self, ticket_iterations, config=None, dense_iterations=None):
         return 0
 
     def prepare(self, model, ticket_masks, config, round_, trained=None, batch=None):

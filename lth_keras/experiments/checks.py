@@ -16,7 +16,7 @@ import os
 
 from lth_keras.callbacks import RESETS as _RESET_POLICIES
 from lth_keras.callbacks import get_reset
-from lth_keras.experiments.arms import CONTROLS
+from lth_keras.experiments.arms import CONTROLS, PFT_SCHEDULES
 from lth_keras.experiments.models import MODELS
 from lth_keras.options import SCOPES, check_choice, check_int, check_pruning_options
 from lth_keras.pruning import get_structure
@@ -61,7 +61,7 @@ MAX_TRIALS = 999
 #: Seeds NumPy's legacy generator (which `keras.utils.set_random_seed` seeds) accepts.
 MAX_SEED = 2**32 - 1
 
-_STR = ("model", "dataset", "scope", "structure", "reset", "optimizer")
+_STR = ("model", "dataset", "scope", "structure", "reset", "optimizer", "pft_schedule")
 _FLOAT = (
     "width",
     "rate",
@@ -70,6 +70,7 @@ _FLOAT = (
     "momentum",
     "weight_decay",
     "lr_factor",
+    "pft_prune_fraction",
 )
 _BOOL = ("early_bird", "augment")
 
@@ -124,6 +125,7 @@ def validate(config):
     _check_training(config)
     _check_rounds(config)
     _check_early_bird(config)
+    _check_pft(config)
 
 
 def _number(value):
@@ -309,6 +311,27 @@ def _check_early_bird(config):
             "eval_rounds",
             config.eval_rounds,
             "() unless early_bird=True (without it every round trains in full)",
+        )
+
+
+def _check_pft(config):
+    check_choice(config.pft_schedule, "pft_schedule", PFT_SCHEDULES)
+    if not 0.0 < config.pft_prune_fraction <= 1.0:
+        fail("pft_prune_fraction", config.pft_prune_fraction, "a float in (0, 1]")
+    if config.pft_schedule == "oneshot":
+        return
+    if "pft" not in config.controls:
+        fail(
+            "pft_schedule",
+            config.pft_schedule,
+            f"'oneshot' unless 'pft' is among the controls (received controls={config.controls})",
+        )
+    if config.structure != "unstructured":
+        fail(
+            "pft_schedule",
+            config.pft_schedule,
+            f"'oneshot' with structure={config.structure!r} (gradual pruning & fine-tuning "
+            "matches the ticket's counts of single weights: unstructured only)",
         )
 
 

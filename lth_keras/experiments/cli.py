@@ -17,6 +17,7 @@ import warnings
 from absl import app, flags, logging
 
 from lth_keras.experiments import config as config_lib
+from lth_keras.experiments.arms import PFT_SCHEDULES
 from lth_keras.experiments.checks import FUSE_CHOICES
 from lth_keras.experiments.config import ExperimentConfig
 from lth_keras.experiments.presets import preset
@@ -65,6 +66,18 @@ def define_flags(models):
         "controls", None, f"Controls per round: {', '.join(config_lib.CONTROLS)} (or none)."
     )
     flags.DEFINE_list("control_rounds", None, "Rounds at which the controls train.")
+    flags.DEFINE_enum(
+        "pft_schedule",
+        None,
+        PFT_SCHEDULES,
+        "How the pft control prunes: the ticket's mask at once, or gradually (tfmot's "
+        "PolynomialDecay from the trained dense network).",
+    )
+    flags.DEFINE_float(
+        "pft_prune_fraction",
+        None,
+        "With --pft_schedule=polynomial, the fraction of iterations over which sparsity rises.",
+    )
     flags.DEFINE_bool(
         "early_bird",
         None,

@@ -38,6 +38,8 @@ _HASHED_WHEN_CHANGED = {
     "eval_rounds": [],
     "train_eval_examples": 10000,
     "trials": 1,
+    "pft_schedule": "oneshot",
+    "pft_prune_fraction": 0.5,
 }
 
 
@@ -86,6 +88,18 @@ class ExperimentConfig:
             Defaults to `()`.
         control_rounds: The rounds (1 to `rounds`) at which the controls
             train, strictly increasing. Defaults to `()`: every pruned round.
+        pft_schedule: How the `"pft"` control prunes: `"oneshot"` (the
+            ticket's mask at once, on the weights the previous round
+            trained) or `"polynomial"` (tfmot's gradual pruning: the dense
+            network round 0 trained, pruned during the job along
+            `PolynomialDecay` to the ticket's per-kernel counts, then
+            fine-tuned; see `lth_keras.experiments.arms.PruneFineTune`).
+            Only with `"pft"` in `controls` and unstructured sparsity.
+            Defaults to `"oneshot"`.
+        pft_prune_fraction: With `pft_schedule="polynomial"`, the fraction of
+            `iterations` over which the sparsity rises (rounded down to a
+            multiple of `eval_every`, at least `eval_every`); the rest
+            fine-tunes. A float in (0, 1]. Defaults to `0.5`.
         early_bird: Early-bird rounds (You et al. 2020): every round whose
             only use is to find the next mask stops once that mask stops
             changing (see `lth_keras.pruning.EarlyBird`), and the next round
@@ -179,6 +193,8 @@ class ExperimentConfig:
     rewind_iteration: int = 0
     controls: tuple = ()
     control_rounds: tuple = ()
+    pft_schedule: str = "oneshot"
+    pft_prune_fraction: float = 0.5
     early_bird: bool = False
     early_bird_window: int = 5
     early_bird_threshold: float = 0.1

@@ -45,6 +45,8 @@ GROUPS = (
             "rewind_iteration",
             "controls",
             "control_rounds",
+            "pft_schedule",
+            "pft_prune_fraction",
             "early_bird",
             "early_bird_window",
             "early_bird_threshold",

@@ -105,7 +105,8 @@ class Jobs:
         self._rewind.apply(model, weights="rewind")
         needs = {}
         if arm.needs_trained():
-            needs["trained"] = load_ticket(self.run_dir.verified(trained_ticket_file(round_ - 1)))
+            name = trained_ticket_file(arm.trained_round(self.config, round_))
+            needs["trained"] = load_ticket(self.run_dir.verified(name))
         if arm.needs_batch():
             needs["batch"] = self._score_batch()
         arm.prepare(model, ticket, self.config, round_, **needs)
@@ -154,10 +155,17 @@ class Jobs:
                 saved[0] = time.perf_counter()
 
         recorder = training.recorder = training_lib.EvalRecorder(
-            self.splits.test, config.eval_every, records, on_period
+            self.splits.test,
+            config.eval_every,
+            records,
+            on_period,
+            early_stopping_from=arm.early_stopping_from(config, round_),
         )
         tracker = training.tracker = self._tracker(start_job or job)
         callbacks = [self.pruner, tracker, recorder] if pruner else [tracker, recorder]
+        if not pruner and arm.needs_callbacks(config):
+            ticket = self.run_dir.load_npz(f"masks/round_{round_:02d}.npz")
+            callbacks = arm.callbacks(ticket, config, round_) + callbacks
         progress = self._progress(arm, round_, start_period, job) if self.verbose else None
         training.progress = progress
         training.base = start_job or job
@@ -221,7 +229,7 @@ class Jobs:
             "weights_remaining": total,
             "layers": per_kernel,
             "iterations": records[-1]["iteration"] - first,
-            **training_lib.early_stopping(records),
+            **training_lib.early_stopping(records, arm.early_stopping_from(self.config, round_)),
             "train_accuracy": float(train["accuracy"]),
             "wall_seconds": wall,
             **overlaps,

@@ -424,7 +424,10 @@ class Experiment:
             resumed = self.jobs.start_control(arm, round_, model, reset)
         records, wall, overlaps = yield self.jobs.training(model, job, arm, round_, *resumed)
         ticket_row = self.run_dir.progress["done"][_job("ticket", round_)]
-        cost = arm.mask_iterations(ticket_row.get("mask_iterations"))
+        dense_row = self.run_dir.progress["done"][_job("ticket", 1)]
+        cost = arm.mask_iterations(
+            ticket_row.get("mask_iterations"), self.config, dense_row.get("mask_iterations")
+        )
         row = self.jobs.row(arm, round_, records, wall, model, overlaps, mask_iterations=cost)
         self.jobs.finish(job, row, records, {})
 

@@ -101,6 +101,9 @@ class EvalRecorder(keras.callbacks.Callback):
             `None`.
         test_every_period: Evaluate the test set after every period (for
             full test curves). Defaults to `False`.
+        early_stopping_from: The first iteration early stopping may pick
+            (see `early_stopping`): earlier periods are recorded but never
+            candidates. Defaults to `0`.
 
     Example:
 
@@ -112,7 +115,13 @@ class EvalRecorder(keras.callbacks.Callback):
     """
 
     def __init__(
-        self, test_data, eval_every, records=None, on_period=None, test_every_period=False
+        self,
+        test_data,
+        eval_every,
+        records=None,
+        on_period=None,
+        test_every_period=False,
+        early_stopping_from=0,
     ):
         super().__init__()
         self.test_data = test_data
@@ -120,10 +129,18 @@ class EvalRecorder(keras.callbacks.Callback):
         self.records = [] if records is None else records
         self.on_period = on_period
         self.test_every_period = test_every_period
+        self.early_stopping_from = early_stopping_from
         self._candidate = None  # (record, its weights) awaiting a test evaluation
 
-    def _is_candidate(self, val_loss):
-        return all(val_loss < r["val_loss"] for r in self.records)
+    def _is_candidate(self, record):
+        first = self.early_stopping_from
+        if first and record["iteration"] < first:
+            return False
+        return all(
+            record["val_loss"] < r["val_loss"]
+            for r in self.records
+            if not first or r["iteration"] >= first
+        )
 
     def _evaluate_test(self, record):
         test = self.model.evaluate(self.test_data, verbose=0, return_dict=True)
@@ -154,11 +171,11 @@ class EvalRecorder(keras.callbacks.Callback):
             record[key] = float(logs[key])
         last = epoch + 1 == self.params.get("epochs") or self.model.stop_training
         if self.test_every_period or last:
-            if not self.test_every_period and not self._is_candidate(record["val_loss"]):
+            if not self.test_every_period and not self._is_candidate(record):
                 self.flush()
             self._candidate = None
             self._evaluate_test(record)
-        elif self._is_candidate(record["val_loss"]):
+        elif self._is_candidate(record):
             self._candidate = (record, self.model.get_weights())
         self.records.append(record)
         if self.on_period is not None:
@@ -176,21 +193,23 @@ class EvalRecorder(keras.callbacks.Callback):
         self.flush()
 
 
-def early_stopping(records):
+def early_stopping(records, first_iteration=0):
     """Reads the early-stopping point from evaluation records.
 
     The early-stopping iteration is the first with the minimum validation
-    loss, as in the paper.
+    loss, as in the paper, among the records from `first_iteration` on.
 
     Args:
         records: Records of `EvalRecorder`, in order.
+        first_iteration: The first iteration that may be picked (a gradual
+            pruning job's end of pruning). Defaults to `0`.
 
     Returns:
         A dict with `es_iteration`, `val_loss_min`, `val_accuracy_es`,
         `test_accuracy_es` and `test_accuracy_final`.
 
     Raises:
-        ValueError: If `records` is empty.
+        ValueError: If no record is at or after `first_iteration`.
 
     Example:
 
@@ -198,9 +217,13 @@ def early_stopping(records):
     early_stopping([{"iteration": 100, "val_loss": 0.3, ...}, ...])
     ```
     """
-    if not records:
-        raise ValueError("Received no evaluation records; train at least one period.")
-    best = min(range(len(records)), key=lambda i: (records[i]["val_loss"], i))
+    eligible = [i for i, r in enumerate(records) if r["iteration"] >= first_iteration]
+    if not eligible:
+        raise ValueError(
+            f"Received no evaluation records at or after iteration {first_iteration} (of "
+            f"{len(records)} records); train at least one period past it."
+        )
+    best = min(eligible, key=lambda i: (records[i]["val_loss"], i))
     return {
         "es_iteration": records[best]["iteration"],
         "val_loss_min": records[best]["val_loss"],

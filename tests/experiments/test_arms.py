@@ -167,6 +167,126 @@ def test_control_arms_cost_the_tickets_iterations():
     for name in ("reinit", "random", "shuffle", "pft"):
         assert arms.ARMS.get(name).mask_iterations(5000) == 5000
         assert not arms.ARMS.get(name).needs_batch()
+    gradual = preset("lenet", controls=("pft",), pft_schedule="polynomial", iterations=5000)
+    gradual = gradual.replace(eval_every=500, pft_prune_fraction=0.3)
+    assert arms.gradual_end(gradual) == 1500
+    # The dense network's training, then the pruning span (not the ticket's rounds).
+    assert arms.PruneFineTune().mask_iterations(15000, gradual, 5000) == 6500
+    assert (
+        arms.PruneFineTune().mask_iterations(15000, gradual.replace(pft_schedule="oneshot"))
+        == 15000
+    )
+
+
+@pytest.mark.parametrize(
+    "iterations, eval_every, fraction, end",
+    [(5000, 500, 0.5, 2500), (5000, 500, 0.33, 1500), (40, 10, 0.1, 10), (40, 10, 1.0, 40)],
+)
+def test_gradual_end_is_a_multiple_of_eval_every(iterations, eval_every, fraction, end):
+    config = preset(
+        "lenet",
+        controls=("pft",),
+        pft_schedule="polynomial",
+        pft_prune_fraction=fraction,
+        iterations=iterations,
+        eval_every=eval_every,
+    )
+    assert arms.gradual_end(config) == end
+
+
+def test_gradual_pft_prunes_each_kernel_to_the_tickets_count(tmp_path, data):
+    x, y = data
+    trained_model = mlp()
+    for variable in trained_model.trainable_variables:  # "trained" dense weights
+        variable.assign(np.random.default_rng(1).normal(size=variable.shape))
+    lth_keras.save_ticket(trained_model, tmp_path / "t.ticket.npz")
+    trained = lth_keras.load_ticket(tmp_path / "t.ticket.npz")
+    ticket = _ticket_masks(trained_model, {"fc1": 0.3, "fc2": 0.55, "out": 1.1})  # out: dense
+    config = preset(
+        "lenet", controls=("pft",), pft_schedule="polynomial", iterations=60, eval_every=10
+    )
+    pft = arms.PruneFineTune()
+    assert pft.needs_trained() and pft.needs_callbacks(config)
+    assert pft.trained_round(config, 3) == 0  # the dense network, whatever the round
+    assert pft.early_stopping_from(config, 3) == 30
+    model = compile_model(mlp())
+    pft.prepare(model, ticket, config, 3, trained=trained)
+    assert all(m.all() for m in lth_keras.get_masks(model).values())  # dense at the start
+    for key, value in lth_keras.masks.get_kernels(model).items():
+        np.testing.assert_array_equal(value, trained.final[key])
+    callbacks = pft.callbacks(ticket, config, 3)
+    assert len(callbacks) == 2  # fc1 and fc2; the dense output layer keeps its mask
+
+    seen = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(lth_keras.get_masks(self.model))
+
+    model.fit(
+        np.tile(x, (3, 1)),
+        np.tile(y, 3),
+        batch_size=8,
+        epochs=1,
+        steps_per_epoch=36,
+        callbacks=[*callbacks, Watch()],
+        verbose=0,
+        shuffle=False,
+    )
+    final = lth_keras.get_masks(model)
+    for key, mask in ticket.items():
+        assert final[key].sum() == mask.sum()  # exactly the ticket's count
+    for earlier, later in zip(seen[:-1], seen[1:], strict=True):  # masks only shrink
+        assert all((later[k] <= earlier[k]).all() for k in later)
+    assert all((m == seen[29][k]).all() for k, m in final.items())  # fixed from step 30 on
+    # Counts at each update follow PolynomialDecay(0, s, 0, 30, frequency=10), tfmot's rule.
+    size = ticket["fc1/kernel"].size
+    schedule = lth_keras.pruning.PolynomialDecay(
+        0.0, arms._sparsity_keeping(size, int(ticket["fc1/kernel"].sum())), 0, 30, frequency=10
+    )
+    for step in (10, 20, 30):
+        count = lth_keras.pruning.keep_count(size, schedule.sparsity(step))
+        assert seen[step - 1]["fc1/kernel"].sum() == count
+    assert seen[8]["fc1/kernel"].all()  # nothing before step 10
+    kernels = lth_keras.masks.get_kernels(model)
+    for key, mask in final.items():
+        assert (kernels[key][~mask] == 0).all()  # pruned weights exactly zero
+    # Its own magnitudes chose the weights, not the ticket's mask.
+    assert not (final["fc1/kernel"] == ticket["fc1/kernel"]).all()
+
+
+@pytest.mark.slow
+def test_runner_gradual_pft_matches_the_tickets_counts(tmp_path):
+    from lth_keras.experiments import runner
+
+    config = preset(
+        "lenet",
+        rounds=2,
+        iterations=40,
+        eval_every=10,
+        train_examples=300,
+        validation_examples=100,
+        test_examples=100,
+        controls=("pft",),
+        pft_schedule="polynomial",
+    )
+    rows = runner.run(config, tmp_path / "run", verbose=0)
+    assert [(r["round"], r["kind"]) for r in rows] == [
+        (0, "ticket"),
+        (1, "ticket"),
+        (1, "pft"),
+        (2, "ticket"),
+        (2, "pft"),
+    ]
+    by = {(r["round"], r["kind"]): r for r in rows}
+    for round_ in (1, 2):
+        ticket, pft = by[round_, "ticket"], by[round_, "pft"]
+        assert (
+            pft["layers"] == ticket["layers"]
+            and pft["weights_remaining"] == ticket["weights_remaining"]
+        )
+        assert pft["es_iteration"] >= 20 and pft["iterations"] == 40
+        assert pft["mask_iterations"] == 40 + 20  # round 0's training and the pruning span
 
 
 @pytest.mark.slow

@@ -94,6 +94,13 @@ def test_round_trip_and_hash():
         ({"exclude": (1,)}, "expected a list of names"),
         ({"layer_rates": (("fc1",),)}, "(layer name or type, rate) pairs"),
         ({"lr_boundaries": ("100",)}, "a list of steps (ints)"),
+        ({"pft_schedule": "cubic"}, "expected one of ['oneshot', 'polynomial']"),
+        ({"pft_schedule": "polynomial"}, "'oneshot' unless 'pft' is among the controls"),
+        (
+            {"pft_schedule": "polynomial", "controls": ("pft",), "structure": "units"},
+            "'oneshot' with structure='units'",
+        ),
+        ({"pft_prune_fraction": 1.5}, "a float in (0, 1]. Received: pft_prune_fraction=1.5"),
     ],
     ids=[
         "model",
@@ -124,6 +131,10 @@ def test_round_trip_and_hash():
         "exclude-int",
         "layer-rates-pair",
         "boundaries-string",
+        "pft-schedule",
+        "pft-schedule-without-pft",
+        "pft-schedule-structured",
+        "pft-prune-fraction",
     ],
 )
 def test_invalid_configs(changes, match):

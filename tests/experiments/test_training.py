@@ -194,3 +194,27 @@ def test_eval_recorder_early_end_evaluates_the_pending_candidate():
     recorder.on_train_end()  # stopped early, e.g. by another callback
     assert [r.get("test_accuracy") for r in recorder.records] == [None, 1.0, 2.0]
     assert model.evaluations == 2 and model.weight == 2.0
+
+
+def test_early_stopping_from_an_iteration_skips_the_records_before_it():
+    records = _records([0.1, 0.5, 0.2, 0.3, 0.2])  # iterations 100 to 500
+    assert training.early_stopping(records)["es_iteration"] == 100
+    summary = training.early_stopping(records, 200)
+    assert summary["es_iteration"] == 300 and summary["test_accuracy_es"] == 0.52
+    assert training.early_stopping(records, 500)["es_iteration"] == 500
+    with pytest.raises(ValueError, match="no evaluation records at or after iteration 600"):
+        training.early_stopping(records, 600)
+
+
+def test_eval_recorder_never_tests_a_period_before_early_stopping_may_pick():
+    model = _CountingModel()
+    recorder = training.EvalRecorder(None, eval_every=10, early_stopping_from=30)
+    recorder.set_model(model)
+    recorder.set_params({"epochs": 5})
+    # Iterations 10 to 50; the lowest loss (at 10) is before the first pickable iteration.
+    for epoch, loss in enumerate([0.1, 0.5, 0.4, 0.3, 0.6]):
+        _period(recorder, epoch, loss)
+    assert ["test_accuracy" in r for r in recorder.records] == [False] * 3 + [True, True]
+    assert model.evaluations == 2
+    result = training.early_stopping(recorder.records, 30)
+    assert result["es_iteration"] == 40 and result["test_accuracy_es"] == 3.0
