@@ -193,12 +193,12 @@ runner.run(preset("lenet", **{tiny}), sys.argv[1], verbose=0, fuse=sys.argv[2],
 """
 
 
-def _run_killed(run_dir, fuse, stop):
+def _run_killed(run_dir, fuse, stop, tiny=TINY):
     """Runs the tiny trials in a child; SIGKILLs it once `stop(trial 1's progress)` holds."""
     env = dict(
         os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=pythonpath(), TFDS_DATA_DIR=MNIST_DIR
     )
-    script = _SCRIPT.format(tiny=repr(TINY))
+    script = _SCRIPT.format(tiny=repr(tiny))
     child = subprocess.Popen(
         [sys.executable, "-c", script, str(run_dir), fuse],
         env=env,
@@ -232,6 +232,27 @@ def test_a_killed_fused_run_resumes_fused_or_not_to_the_same_rows(sequential, tm
     code, err = _run_killed(tmp_path, "off", None)
     assert code == 0, err[-2000:]
     assert _rows(tmp_path) == _rows(sequential)
+
+
+@pytest.mark.slow
+def test_gradual_pft_fused_and_killed_gives_the_rows_of_a_sequential_run(tmp_path):
+    # Gradual pruning inside the job: the pruners act on each network's own steps.
+    tiny = dict(TINY, iterations=60, eval_every=10, controls=("pft",), pft_schedule="polynomial")
+    expected = runner.run(preset("lenet", **tiny), tmp_path / "sequential", verbose=0, fuse="off")
+    assert [(r["kind"], r["es_iteration"] >= 30) for r in expected if r["round"] == 1] == [
+        ("ticket", True),
+        ("pft", True),
+    ] * 2
+
+    def in_pft(progress):
+        entry = progress.get("checkpoint") or {}
+        return entry.get("job") == "pft-r01" and entry.get("period", 0) >= 2  # mid-pruning
+
+    code, err = _run_killed(tmp_path / "fused", "on", in_pft, tiny)
+    assert code == -signal.SIGKILL, err[-2000:]
+    code, err = _run_killed(tmp_path / "fused", "on", None, tiny)
+    assert code == 0, err[-2000:]
+    assert _rows(tmp_path / "fused") == _rows(tmp_path / "sequential")
 
 
 @pytest.mark.slow
