@@ -67,8 +67,14 @@ SHORTER = {
     "docs/CORRELATION.md": [
         # LeNet only (CIFAR-10 is not on the CI machines), 1 seed, 1 round of 20 iterations.
         (
-            "--models=lenet,conv2 --seeds=0,1 --adam",
-            "--models=lenet --seeds=0 --adam --rounds=1 --lenet_iterations=20 --eval_every=10",
+            "--models=lenet --seeds=0,1 --adam --pft_schedules=oneshot,polynomial",
+            "--models=lenet --seeds=0 --noadam --pft_schedules=oneshot,polynomial --rounds=1 "
+            "--lenet_iterations=20 --eval_every=10",
+        ),
+        (
+            "--models=conv2 --seeds=0,1",
+            "--models=conv2 --seeds=0 --noadam --conv_rounds=1 --conv_iterations=20 "
+            "--conv_eval_every=10",
         ),
     ],
     "docs/EFFICIENCY.md": [
