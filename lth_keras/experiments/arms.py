@@ -299,7 +299,7 @@ def _sparsity_keeping(size, kept):
     for sparsity in ((size - kept) / size, 1.0 - kept / size):
         if pruning.keep_count(size, sparsity) == kept:
             return sparsity
-    raise ValueError(  # float32 cannot name the count: not for kernels under 2**24 weights
+    raise ValueError(  # float32 cannot name the count: possible only above 2**24 weights
         f"No float32 sparsity keeps exactly {kept} of {size} weights under tfmot's rule."
     )
 
