@@ -124,7 +124,8 @@ def define_flags(models):
         "fuse",
         "auto",
         FUSE_CHOICES,
-        "Train trials together in one compiled step: auto (where measured faster), on, off.",
+        "Train trials, and the controls of a round, together in one compiled step: auto "
+        "(where measured faster), on, off.",
     )
     flags.DEFINE_integer("checkpoint_every", None, "Evaluation periods between checkpoints.")
     flags.DEFINE_integer(

@@ -1,9 +1,9 @@
 """Several networks trained in one compiled step: fused training.
 
 A lottery-ticket study trains many small, independent networks: the trials
-of a run, each with its own seed and data order. On a small network a train
-step leaves most of the machine idle, so `fit_together` trains several at
-once, each exactly as it would train alone:
+of a run, each with its own seed and data order, and the controls of each
+round. On a small network a train step leaves most of the machine idle, so
+`fit_together` trains several at once, each exactly as it would train alone:
 
 - `FusedModel` is one Keras model holding the networks side by side, each
   its own (masked) model with its own input and output, so masks, rewinding
@@ -21,6 +21,11 @@ backends, with XLA, a network trained fused gets the same weights, losses
 and accuracies, bit for bit, as trained alone on the same machine
 (`tests/experiments/test_fused.py`), so a fused run's rows are those of a
 sequential run.
+
+`run_jobs` is the runner's scheduler: it takes the pending jobs of one or
+more runs (trials), each job a generator of the trainings it needs, and
+fits together the trainings waiting at the same time that start and end
+at the same periods.
 """
 
 import time
@@ -31,7 +36,7 @@ from keras import ops
 
 from lth_keras.experiments.progress import StatusLine, format_seconds
 
-__all__ = ["FusedModel", "FusedOptimizer", "FusedProgress", "Fuser", "network_logs"]
+__all__ = ["FusedModel", "FusedOptimizer", "FusedProgress", "Fuser", "network_logs", "run_jobs"]
 
 
 class FusedOptimizer(keras.optimizers.Optimizer):
@@ -357,3 +362,76 @@ class Fuser:
             shuffle=False,
             verbose=0,
         )
+
+
+def run_jobs(sources, fuser, fit_alone, label=None, verbose=1, on_fitted=None):
+    """Runs the jobs of several sources, fitting together the trainings that can go together.
+
+    A source is an iterator of job generators, as
+    `lth_keras.experiments.runner.Experiment.pending_jobs` gives (one per
+    trial): each job generator yields a `Training`, or a list of them to fit
+    at the same time (the controls of a round), and is sent back its result,
+    or the list of their results. Each source's jobs run in its order; of
+    the trainings waiting, those that start and end at the same periods are
+    fitted together by `fuser.fit_together`, the largest such group first
+    (among equals, the one holding the lowest source), and a training with
+    no partner alone, by `fit_alone(training)`.
+
+    Args:
+        sources: The sources, a list of iterators of job generators.
+        fuser: A `Fuser`.
+        fit_alone: `fit_alone(training)` fits one training alone.
+        label: `label(pairs)` names a fused fit of `(source, training)`
+            pairs on its progress line. Defaults to `None` (no line).
+        verbose: As for `Fuser.fit_together`. Defaults to `1`.
+        on_fitted: `on_fitted(sources)` is called after each fit with the
+            sources whose trainings it fitted. Defaults to `None`.
+    """
+    missing = object()
+    current = [None] * len(sources)  # per source: [job generator, trainings, results, listed]
+
+    def advance(index, result):
+        steps = current[index][0] if current[index] is not None else None
+        while True:
+            if steps is None:
+                steps, result = next(sources[index], None), None
+                if steps is None:
+                    current[index] = None
+                    return
+            try:
+                wanted = steps.send(result)
+            except StopIteration:
+                steps = None
+                continue
+            listed = isinstance(wanted, list)
+            trainings = list(wanted) if listed else [wanted]
+            current[index] = [steps, trainings, [missing] * len(trainings), listed]
+            return
+
+    for index in range(len(sources)):
+        advance(index, None)
+    while any(current):
+        groups = {}
+        for index, entry in enumerate(current):
+            if entry is None:
+                continue
+            for position, training in enumerate(entry[1]):
+                if entry[2][position] is missing:
+                    key = (training.start_period, training.periods)
+                    groups.setdefault(key, []).append((index, position))
+        members = max(groups.values(), key=lambda m: (len(m), -m[0][0]))
+        trainings = [current[i][1][k] for i, k in members]
+        if len(trainings) == 1:
+            fit_alone(trainings[0])
+        else:
+            name = label([(i, current[i][1][k]) for i, k in members]) if label else None
+            fuser.fit_together(trainings, label=name, verbose=verbose)
+        for (index, position), training in zip(members, trainings, strict=True):
+            current[index][2][position] = training.result()
+        fitted = sorted({index for index, _ in members})
+        for index in fitted:
+            _, _, results, listed = current[index]
+            if all(result is not missing for result in results):
+                advance(index, results if listed else results[0])
+        if on_fitted is not None:
+            on_fitted(fitted)

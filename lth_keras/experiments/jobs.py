@@ -22,6 +22,7 @@ from lth_keras.experiments import training as training_lib
 from lth_keras.experiments.arms import ARMS, AT_INIT_EXAMPLES_PER_CLASS
 from lth_keras.experiments.overlap import OverlapTracker
 from lth_keras.experiments.progress import Progress
+from lth_keras.experiments.state import with_slot
 from lth_keras.tickets import load_ticket, save_ticket
 
 __all__ = ["Jobs", "Training", "trained_ticket_file"]
@@ -125,11 +126,24 @@ class Jobs:
         return self._batch
 
     def training(
-        self, model, job, arm, round_, start_period, records, wall, pruner=False, start_job=None
+        self,
+        model,
+        job,
+        arm,
+        round_,
+        start_period,
+        records,
+        wall,
+        pruner=False,
+        start_job=None,
+        slot=False,
     ):
         """What fitting `model` for `job` from `start_period` to its round's end needs.
 
-        The end is the round's last period, or the early-bird draw.
+        The end is the round's last period, or the early-bird draw. With
+        `slot`, the job trains fused beside the next job of the schedule (a
+        later control of the same round): its checkpoints and start kernels
+        go to its slot of `progress["fused"]`.
 
         Returns:
             A `Training`: run it alone with `fit`, or with others by
@@ -151,7 +165,9 @@ class Jobs:
                 due = period % self.checkpoint_every == 0 or period == periods
             if due:
                 recorder.flush()  # the records saved hold the test accuracy of their best period
-                self.state.save_checkpoint(job, model, period, so_far, training.wall(), pruner)
+                self.state.save_checkpoint(
+                    job, model, period, so_far, training.wall(), pruner, slot=slot
+                )
                 saved[0] = time.perf_counter()
 
         recorder = training.recorder = training_lib.EvalRecorder(
@@ -161,7 +177,7 @@ class Jobs:
             on_period,
             early_stopping_from=arm.early_stopping_from(config, round_),
         )
-        tracker = training.tracker = self._tracker(start_job or job)
+        tracker = training.tracker = self._tracker(start_job or job, slot)
         callbacks = [self.pruner, tracker, recorder] if pruner else [tracker, recorder]
         if not pruner and arm.needs_callbacks(config):
             ticket = self.run_dir.load_npz(f"masks/round_{round_:02d}.npz")
@@ -202,11 +218,11 @@ class Jobs:
                 verbose=0,
             )
 
-    def _tracker(self, start_job):
+    def _tracker(self, start_job, slot=False):
         return OverlapTracker(
             self.config.overlap_ps,
             self._job_start(start_job),
-            lambda kernels: self._save_start(start_job, kernels),
+            lambda kernels: self._save_start(start_job, kernels, slot),
         )
 
     def _progress(self, arm, round_, start_period, job):
@@ -238,26 +254,51 @@ class Jobs:
 
     def finish(self, job, row, records, files, **replace):
         """Commits `job` as done with its row, records and `files`; updates the reports."""
-        name = f"records/{job}.json"
-        files[name] = self.run_dir.write_json(name, records)
+        self.finish_together([(job, row, records)], files, **replace)
+
+    def finish_together(self, finished, files, **replace):
+        """Commits jobs trained together as done, in one commit; updates the reports.
+
+        Args:
+            finished: `(job, row, records)` triples, in schedule order.
+            files: Files written for them, `{name: SHA-256}`.
+            **replace: Further top-level entries of `progress.json` to set.
+        """
+        for job, _, records in finished:
+            name = f"records/{job}.json"
+            files[name] = self.run_dir.write_json(name, records)
         entries = ["checkpoint", "start", *(["round_end"] if "round_end" in replace else [])]
         old = self._superseded(entries)
+        fused = self.run_dir.progress.get("fused") or {}
+        for job, _, _ in finished:
+            slot = fused.get(job) or {}
+            old += list((slot.get("checkpoint") or {}).get("files", ()))
+            old += [slot["start"]] if "start" in slot else []
+        kept = {job: slot for job, slot in fused.items() if job not in {f[0] for f in finished}}
         self.run_dir.commit(
-            done={job: row}, files=files, checkpoint=None, start=None, forget=old, **replace
+            done={job: row for job, row, _ in finished},
+            files=files,
+            checkpoint=None,
+            start=None,
+            fused=kept or None,
+            forget=old,
+            **replace,
         )
         self.run_dir.remove(*old)
         if self.chief:
-            summaries.write_job(self.run_dir.file("tensorboard"), row, records)
-            drawn = self._last_of_round(row) and self._plots_due()
+            for _, row, records in finished:
+                summaries.write_job(self.run_dir.file("tensorboard"), row, records)
+            drawn = self._last_of_round(finished[-1][1]) and self._plots_due()
             report.write_reports(
                 self.run_dir, list(self.run_dir.progress["done"].values()), plots=drawn
             )
             self.plots_stale = not drawn
-        if self.run_progress is not None:
-            self.run_progress.end_job(job, self._trained.pop(job, 0))
-        if self.verbose:
-            position = f"{self.run_progress.position(job)} | " if self.run_progress else ""
-            print(position + report.job_line(row), flush=True)
+        for job, row, _ in finished:
+            if self.run_progress is not None:
+                self.run_progress.end_job(job, self._trained.pop(job, 0))
+            if self.verbose:
+                position = f"{self.run_progress.position(job)} | " if self.run_progress else ""
+                print(position + report.job_line(row), flush=True)
 
     def save_round_end(self, round_, model):
         """Writes the end of ticket round `round_`: its masks and state, and the tickets needed.
@@ -311,15 +352,26 @@ class Jobs:
 
     def _job_start(self, job):
         """The start kernels of `job` if it was started before (a resume), else `None`."""
-        entry = self.run_dir.progress.get("start")
-        if not entry or entry["job"] != job:
-            return None
-        return self.run_dir.load_npz(entry["file"])
+        progress = self.run_dir.progress
+        entry = progress.get("start")
+        if entry and entry["job"] == job:
+            return self.run_dir.load_npz(entry["file"])
+        name = ((progress.get("fused") or {}).get(job) or {}).get("start")
+        return None if name is None else self.run_dir.load_npz(name)
 
-    def _save_start(self, job, kernels):
+    def _save_start(self, job, kernels, slot=False):
         name = f"checkpoints/{job}-start.npz"
         digest = self.run_dir.save_npz(name, kernels, compress=False)
-        self.run_dir.commit(files={name: digest}, start={"job": job, "file": name})
+        progress = self.run_dir.progress
+        if slot:
+            self.run_dir.commit(files={name: digest}, fused=with_slot(progress, job, start=name))
+        else:
+            # A job first trained fused and now alone takes its start from its slot.
+            self.run_dir.commit(
+                files={name: digest},
+                start={"job": job, "file": name},
+                fused=with_slot(progress, job, start=None),
+            )
 
     def _last_of_round(self, row):
         config, round_ = self.config, row["round"]

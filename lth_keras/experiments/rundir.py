@@ -365,7 +365,8 @@ class RunDir:
             Whether anything was removed.
         """
         progress = self.progress if hasattr(self, "progress") else {"done": {}}
-        if not self.fresh or progress.get("done") or progress.get("checkpoint"):
+        recorded = progress.get("done") or progress.get("checkpoint") or progress.get("fused")
+        if not self.fresh or recorded:
             return False
         names = ["config.json", "flags.json", "progress.json", *recorded_files(progress)]
         for name in names:
@@ -429,11 +430,16 @@ def recorded_files(progress):
     """`{name: SHA-256}` of every file `progress.json` records.
 
     Those of its `files`, and of its entries that record their own (the
-    unfinished job's checkpoint; the round end's are in `files` too).
+    unfinished jobs' checkpoints, `checkpoint` and those of the slots of
+    `fused`; the round end's are in `files` too).
     """
     files = dict(progress.get("files") or {})
-    for key, value in progress.items():
-        if key not in ("files", "done") and isinstance(value, dict):
+    entries = [value for key, value in progress.items() if key not in ("files", "done", "fused")]
+    fused = progress.get("fused")
+    for slot in fused.values() if isinstance(fused, dict) else ():
+        entries.append(slot.get("checkpoint") if isinstance(slot, dict) else None)
+    for value in entries:
+        if isinstance(value, dict):
             entry = value.get("files")
             for name, digest in entry.items() if isinstance(entry, dict) else ():
                 files.setdefault(name, digest)

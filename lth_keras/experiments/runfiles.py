@@ -6,7 +6,8 @@ uses is checked: its type, its range, and how it fits the run's config and
 the rest of the file. The finished jobs (`done`) are the first jobs of the
 run's schedule, each row with the fields a report reads; the round end is
 that of the last ticket round finished (or drawn); the unfinished job's
-`checkpoint`, `start` and `drawn` entries name the next job; evaluation
+`checkpoint`, `start` and `drawn` entries name the next job, and the slots
+of `fused` (controls trained together) jobs of its round; evaluation
 records and the pruner's state have the types the runner and
 `LotteryPruner.set_state` expect. Damage gives one `CorruptRunError` that
 names the file, the field, what was expected and what to do, instead of an
@@ -28,7 +29,7 @@ from lth_keras.experiments.rundir import CorruptRunError, describe
 __all__ = ["check_progress", "job_name"]
 
 _OVERLAP = re.compile(r"overlap@\d+(\.\d+)?(e-?\d+)?")
-_ENTRIES = ("done", "files", "checkpoint", "round_end", "start", "drawn", "final")
+_ENTRIES = ("done", "files", "checkpoint", "round_end", "start", "drawn", "final", "fused")
 
 
 class _Damage(Exception):
@@ -129,7 +130,7 @@ class _Progress:
                 "true once every job is done",
                 progress["final"],
             )
-        for entry in ("checkpoint", "start", "drawn"):
+        for entry in ("checkpoint", "start", "drawn", "fused"):
             if following is None and progress.get(entry) is not None:
                 raise _Damage(entry, "is present though every job is done")
         drawn = progress.get("drawn")
@@ -138,6 +139,8 @@ class _Progress:
         self.round_end(progress.get("round_end"), done, drawn)
         if progress.get("checkpoint") is not None:
             self.checkpoint(progress["checkpoint"], following, drawn)
+        if progress.get("fused") is not None:
+            self.fused(progress["fused"], following, progress["files"])
         if progress.get("start") is not None:
             start = _mapping(progress["start"], "start")
             _expect(start.get("job") == following, "start.job", repr(following), start.get("job"))
@@ -226,26 +229,49 @@ class _Progress:
         )
         self.state(end, "round_end", pruner=True)
 
-    def checkpoint(self, entry, following, drawn):
-        _mapping(entry, "checkpoint")
+    def checkpoint(self, entry, following, drawn, field="checkpoint"):
+        _mapping(entry, field)
         jobs = [following] if drawn is None else [f"{following}-full"]
-        _expect(entry.get("job") in jobs, "checkpoint.job", repr(jobs[0]), entry.get("job"))
+        _expect(entry.get("job") in jobs, f"{field}.job", repr(jobs[0]), entry.get("job"))
         periods = self.config.iterations // self.config.eval_every
         _expect(
             _is_int(entry.get("period"), 1, periods),
-            "checkpoint.period",
+            f"{field}.period",
             f"an int in [1, {periods}]",
             entry.get("period"),
         )
-        self.records(entry.get("records"), "checkpoint.records")
+        self.records(entry.get("records"), f"{field}.records")
         _expect(
             _is_number(entry.get("wall"), 0, finite=True),
-            "checkpoint.wall",
+            f"{field}.wall",
             "seconds",
             entry.get("wall"),
         )
         ticket = following.startswith("ticket-") and drawn is None
-        self.state(entry, "checkpoint", pruner=ticket)
+        self.state(entry, field, pruner=ticket)
+
+    def fused(self, fused, following, files):
+        """The slots of controls trained together: jobs of the next job's round, it included."""
+        _mapping(fused, "fused")
+        index = self.jobs.index(following)
+        kind, round_ = following.split("-r")
+        group = []
+        if kind != "ticket":
+            for job in self.jobs[index:]:
+                if job.startswith("ticket-") or not job.endswith(f"-r{round_}"):
+                    break
+                group.append(job)
+        for job, slot in fused.items():
+            field = f"fused.{job}"
+            _expect(job in group, "fused", f"slots of the controls of {following}'s round", job)
+            _mapping(slot, field)
+            unknown = sorted(set(slot) - {"checkpoint", "start"})
+            _expect(not unknown, field, "a mapping of `checkpoint` and `start`", slot)
+            _expect(slot, field, "a non-empty mapping", slot)
+            if "checkpoint" in slot:
+                self.checkpoint(slot["checkpoint"], job, None, f"{field}.checkpoint")
+            if "start" in slot:
+                _expect(slot["start"] in files, f"{field}.start", "a recorded file", slot["start"])
 
     def drawn(self, drawn, following):
         _mapping(drawn, "drawn")

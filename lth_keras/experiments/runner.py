@@ -2,7 +2,9 @@
 
 `run(config, run_dir)` trains round 0 (dense), then `config.rounds` rounds of
 pruning with `LotteryPruner` (one `fit` per round), and after every pruned
-round the requested controls at the same sparsity. Every job is evaluated on
+round the requested controls at the same sparsity (one after another, or,
+with `fuse`, the controls of a round together in one compiled step, each
+its own model; see `lth_keras.experiments.fused`). Every job is evaluated on
 the validation set every `eval_every` steps, and on the test set at its
 early-stopping point and its end (`training.EvalRecorder`).
 
@@ -20,7 +22,8 @@ checksums, the last checkpoint), `metrics.csv`, `metrics.jsonl`,
 `lth_keras.load_ticket`: its rewind weights are the rewind point of every
 round), `records/<job>.json` (evaluation records),
 `state/` (the last finished round: weights, optimizer and pruner state),
-`checkpoints/` (the unfinished job's last checkpoint), `ticket.keras` (the
+`checkpoints/` (the unfinished job's last checkpoint, and those of the
+controls trained fused beside it), `ticket.keras` (the
 last round's trained ticket), `summary.txt`, `plots/*.png` and
 `tensorboard/`.
 
@@ -122,7 +125,8 @@ def run(
             either way.
         flag_values: Command-line flag values to save as `flags.json`.
             Defaults to `None`.
-        fuse: How a run of several trials (`config.trials`) trains them:
+        fuse: How the networks of a run that do not depend on each other
+            (the trials of `config.trials`; the controls of a round) train:
             `"auto"` together in one compiled step (see
             `lth_keras.experiments.fused`) where that was measured faster
             (small models on a GPU or TPU, never on a CPU:
@@ -193,6 +197,7 @@ def run(
             checkpoint_every,
         )
         try:
+            experiment.fuser = _control_fuser(config, placement, experiment.model, fuse)
             return experiment.run(flag_values)
         except BaseException:
             if experiment.chief:
@@ -202,6 +207,22 @@ def run(
             experiment.run_dir.close()
             if not experiment.chief:
                 shutil.rmtree(experiment.run_dir.write_path, ignore_errors=True)
+
+
+def _control_fuser(config, placement, model, fuse):
+    """The `Fuser` of a one-trial run's controls where `fuse` says to fuse them, else `None`."""
+    from lth_keras.experiments import trials
+    from lth_keras.experiments.fused import Fuser
+
+    reason, hard = trials.fuse_reason(config, placement, model)
+    if fuse == "on" and hard:
+        raise ValueError(
+            f"Received fuse='on', but the networks cannot be fused with {reason}. Use "
+            "fuse='auto' or 'off'."
+        )
+    if fuse == "on" or (fuse == "auto" and reason is None):
+        return Fuser(placement.jit_compile(config), placement.steps_per_execution(config))
+    return None
 
 
 class Experiment:
@@ -214,6 +235,8 @@ class Experiment:
 
     def __init__(self, config, run_dir, placement, verbose, checkpoint_every):
         self.config = config
+        # With a `Fuser`, the controls of a round train together (`run_jobs`).
+        self.fuser = None
         self.placement = placement
         self.chief = placement.chief()
         self.verbose = verbose if self.chief else 0
@@ -281,7 +304,7 @@ class Experiment:
         self._early_bird = early_bird.rule(config)
         self.state = RunState(self.run_dir, self.pruner, self._scope)
         self._state_round = -1  # the round whose end state self.model holds
-        self._control = None
+        self._controls = []  # (model, optimizer reset) of each control trained at once
         self.jobs = Jobs(
             config,
             self.run_dir,
@@ -306,8 +329,20 @@ class Experiment:
     def run(self, flag_values=None):
         """Runs every job not done yet (after verifying the run directory); returns the rows."""
         self.prepare(flag_values)
-        for steps in self.pending_jobs():
-            self.drive(steps)
+        if self.fuser is None:
+            for steps in self.pending_jobs():
+                self.drive(steps)
+        else:
+            from lth_keras.experiments.fused import run_jobs
+            from lth_keras.experiments.trials import fused_jobs
+
+            run_jobs(
+                [self.pending_jobs()],
+                self.fuser,
+                self.jobs.fit,
+                label=lambda pairs: fused_jobs([training for _, training in pairs]),
+                verbose=self.verbose,
+            )
         return self.finish()
 
     def prepare(self, flag_values=None):
@@ -322,26 +357,46 @@ class Experiment:
 
         A job's generator yields each `lth_keras.experiments.jobs.Training`
         it needs and is sent back its result, `(records, wall, overlaps)`
-        (see `drive`); it records the job when it ends. Whether a job is
-        done is read when the previous one has ended.
+        (see `drive`); it records the job when it ends. With a `fuser`, the
+        controls of a round not done yet are one generator, which yields
+        the list of their trainings, is sent back the list of their results
+        and records them all at once. Whether a job is done is read when
+        the previous one has ended.
         """
-        for name, round_ in schedule(self.config):
-            if _job(name, round_) not in self.run_dir.progress["done"]:
-                if name == "ticket":
+        jobs = list(schedule(self.config))
+        index = 0
+        while index < len(jobs):
+            name, round_ = jobs[index]
+            if name == "ticket":
+                index += 1
+                if _job(name, round_) not in self.run_dir.progress["done"]:
                     yield self._ticket(round_)
-                else:
-                    yield self._control_job(ARMS.get(name), round_)
+                continue
+            group = [name]
+            while self.fuser is not None and index + len(group) < len(jobs):
+                following, _ = jobs[index + len(group)]
+                if following == "ticket":
+                    break
+                group.append(following)
+            index += len(group)
+            done = self.run_dir.progress["done"]
+            arms = [ARMS.get(n) for n in group if _job(n, round_) not in done]
+            if arms:
+                yield self._control_job(arms, round_)
 
     def drive(self, steps):
         """Runs a job's generator to its end, fitting each of its trainings alone."""
         result = None
         while True:
             try:
-                training = steps.send(result)
+                wanted = steps.send(result)
             except StopIteration:
                 return
-            self.jobs.fit(training)
-            result = training.result()
+            trainings = wanted if isinstance(wanted, list) else [wanted]
+            for training in trainings:
+                self.jobs.fit(training)
+            results = [training.result() for training in trainings]
+            result = results if isinstance(wanted, list) else results[0]
 
     def finish(self):
         """Saves the last round's ticket, writes the reports; returns the rows, sorted."""
@@ -416,34 +471,54 @@ class Experiment:
         first = ARMS.get("ticket").start_period(self.config, round_ - 1) * self.config.eval_every
         return early_bird.mask_iterations(previous, first)
 
-    def _control_job(self, arm, round_):
-        job = _job(arm.name, round_)
-        model, reset = self._control_model()
-        resumed = self.state.load_checkpoint(job, model)
-        if resumed is None:
-            resumed = self.jobs.start_control(arm, round_, model, reset)
-        records, wall, overlaps = yield self.jobs.training(model, job, arm, round_, *resumed)
+    def _control_job(self, arms, round_):
+        """The control jobs of `arms` at `round_`, trained together (one yield), finished at once.
+
+        The first is the next job of the schedule; the others keep their
+        checkpoints in their slots of `progress["fused"]`.
+        """
+        trainings = []
+        for index, (arm, (model, reset)) in enumerate(
+            zip(arms, self._control_models(len(arms)), strict=True)
+        ):
+            job = _job(arm.name, round_)
+            resumed = self.state.load_checkpoint(job, model)
+            if resumed is None:
+                resumed = self.jobs.start_control(arm, round_, model, reset)
+            trainings.append(self.jobs.training(model, job, arm, round_, *resumed, slot=index > 0))
+        results = yield trainings if len(trainings) > 1 else trainings[0]
+        results = results if len(trainings) > 1 else [results]
         ticket_row = self.run_dir.progress["done"][_job("ticket", round_)]
         dense_row = self.run_dir.progress["done"][_job("ticket", 1)]
-        cost = arm.mask_iterations(
-            ticket_row.get("mask_iterations"), self.config, dense_row.get("mask_iterations")
-        )
-        row = self.jobs.row(arm, round_, records, wall, model, overlaps, mask_iterations=cost)
-        self.jobs.finish(job, row, records, {})
+        finished = []
+        for arm, training, (records, wall, overlaps) in zip(arms, trainings, results, strict=True):
+            cost = arm.mask_iterations(
+                ticket_row.get("mask_iterations"), self.config, dense_row.get("mask_iterations")
+            )
+            row = self.jobs.row(
+                arm, round_, records, wall, training.model, overlaps, mask_iterations=cost
+            )
+            finished.append((training.job, row, records))
+        self.jobs.finish_together(finished, {})
 
-    def _control_model(self):
-        """The model controls train on: the ticket's own model, re-set for each.
+    def _control_models(self, count):
+        """The models `count` controls train on at once: the ticket's own model, then copies.
 
-        One model means one traced (and XLA-compiled) train step per process;
-        the ticket's next round reloads its state from the run directory.
+        Each is re-set for each job. One model (per control trained at once)
+        means one traced (and XLA-compiled) train step per process; the
+        ticket's next round reloads its state from the run directory.
         """
         self._state_round = None
-        if self._control is None:
-            with self._scope(self.model):
-                self.model.optimizer.build(self.model.trainable_variables)
-                reset = OptimizerReset(self.model.optimizer, self.model.trainable_variables)
-            self._control = (self.model, reset)
-        return self._control
+        while len(self._controls) < count:
+            if self._controls:
+                model = self.placement.compiled_model(self.config, self.splits)
+            else:
+                model = self.model
+            with self._scope(model):
+                model.optimizer.build(model.trainable_variables)
+                reset = OptimizerReset(model.optimizer, model.trainable_variables)
+            self._controls.append((model, reset))
+        return self._controls[:count]
 
     def load_round_end(self, round_):
         """Puts the model and the pruner in the state that ends ticket round `round_`."""

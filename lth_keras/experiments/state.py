@@ -7,7 +7,7 @@ recorded with their SHA-256 in `progress.json` by the run directory.
 
 from lth_keras.experiments.rundir import CorruptRunError
 
-__all__ = ["RunState"]
+__all__ = ["RunState", "find_checkpoint", "with_slot"]
 
 # What Keras and LotteryPruner raise on a weights file or a state they cannot use.
 _UNUSABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, OSError)
@@ -83,8 +83,15 @@ class RunState:
                     f"restored ({error!r}). The run directory is damaged; delete it to start over."
                 ) from error
 
-    def save_checkpoint(self, job, model, period, records, wall, pruner):
-        """Writes the checkpoint of an unfinished job, replacing the last one."""
+    def save_checkpoint(self, job, model, period, records, wall, pruner, slot=False):
+        """Writes the checkpoint of an unfinished job, replacing its last one.
+
+        Args:
+            slot: `True` for a job trained fused beside the next job of the
+                schedule (a later control of the same round): its checkpoint
+                goes to `progress["fused"][job]`; otherwise to
+                `progress["checkpoint"]`. Defaults to `False`.
+        """
         entry = {
             "job": job,
             "period": period,
@@ -92,15 +99,53 @@ class RunState:
             "wall": wall,
             **self.save(f"checkpoints/{job}-p{period:04d}", model, pruner),
         }
-        old = self.run_dir.progress.get("checkpoint")
-        self.run_dir.commit(checkpoint=entry)
-        if old:
-            self.run_dir.remove(*old["files"])
+        progress = self.run_dir.progress
+        slot_entry = ((progress.get("fused") or {}).get(job) or {}).get("checkpoint")
+        old = list(slot_entry["files"]) if slot_entry else []
+        if not slot and progress.get("checkpoint"):
+            old += list(progress["checkpoint"]["files"])
+        if slot:
+            self.run_dir.commit(fused=with_slot(self.run_dir.progress, job, checkpoint=entry))
+        else:
+            # A job first trained fused and now alone moves its checkpoint here.
+            self.run_dir.commit(
+                checkpoint=entry, fused=with_slot(self.run_dir.progress, job, checkpoint=None)
+            )
+        self.run_dir.remove(*old)
 
     def load_checkpoint(self, job, model, pruner=False):
         """Restores `job`'s checkpoint; returns `(period, records, wall)` or `None`."""
-        entry = self.run_dir.progress.get("checkpoint")
-        if not entry or entry["job"] != job:
+        entry = find_checkpoint(self.run_dir.progress, job)
+        if entry is None:
             return None
         self.load(entry, model, pruner)
         return entry["period"], entry["records"], entry["wall"]
+
+
+def find_checkpoint(progress, job):
+    """`job`'s checkpoint entry in `progress` (the next job's, or a fused one's), or `None`."""
+    entry = progress.get("checkpoint")
+    if entry and entry["job"] == job:
+        return entry
+    return ((progress.get("fused") or {}).get(job) or {}).get("checkpoint")
+
+
+def with_slot(progress, job, **fields):
+    """`progress["fused"]` with `job`'s slot updated by `fields` (`None` removes one); or `None`.
+
+    The slots of `progress["fused"]` hold what jobs trained fused beside
+    the next job keep for a resume: `checkpoint` (as `progress["checkpoint"]`)
+    and `start` (the file of its start kernels, as `progress["start"]["file"]`).
+    """
+    fused = {name: dict(slot) for name, slot in (progress.get("fused") or {}).items()}
+    slot = fused.get(job, {})
+    for key, value in fields.items():
+        if value is None:
+            slot.pop(key, None)
+        else:
+            slot[key] = value
+    if slot:
+        fused[job] = slot
+    else:
+        fused.pop(job, None)
+    return fused or None

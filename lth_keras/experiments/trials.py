@@ -12,12 +12,13 @@ would continue it). `<run_dir>` itself holds the run's `config.json` (with
 
 With `fuse` (see `fuse_reason`), the trials train together: the trainings
 the trials' jobs need at the same time (trial `t`'s ticket of round `r`
-beside trial `u`'s, and so on) that start and end at the same period are
-fitted in one fused fit (`lth_keras.experiments.fused`); each trial's jobs
-still run in its schedule's order and record exactly what they record
-alone. A network trained fused gets the same numbers as alone, so a fused
-run's rows equal a sequential run's (all but `wall_seconds`, which for a
-fused job is its share of the fused fit's wall time).
+beside trial `u`'s; the controls of a round, of every trial, and so on)
+that start and end at the same period are fitted in one fused fit
+(`lth_keras.experiments.fused.run_jobs`); each trial's jobs still run in
+its schedule's order and record exactly what they record alone. A network
+trained fused gets the same numbers as alone, so a fused run's rows equal
+a sequential run's (all but `wall_seconds`, which for a fused job is its
+share of the fused fit's wall time).
 """
 
 import math
@@ -27,7 +28,7 @@ import time
 import keras
 
 from lth_keras.experiments import report
-from lth_keras.experiments.fused import Fuser
+from lth_keras.experiments.fused import Fuser, run_jobs
 from lth_keras.experiments.progress import format_seconds
 from lth_keras.experiments.rundir import RunDir
 
@@ -91,17 +92,20 @@ def _layers(layer):
 
 
 def fuse_reason(config, placement, model):
-    """Why trials cannot or should not be fused, or `None` to fuse them.
+    """Why the networks of a run cannot or should not be fused, or `None` to fuse them.
+
+    The networks fused are the trials of a run and the controls of a round.
 
     Returns:
-        `(reason, hard)`: `hard` when fusing cannot work (a backend other
-        than TensorFlow or JAX, a tf.distribute strategy, early-bird rounds,
+        `(reason, hard)`: `hard` when fusing cannot work (nothing to fuse:
+        one trial and at most one control a round; a backend other than
+        TensorFlow or JAX, a tf.distribute strategy, early-bird rounds,
         which end each network's round at its own time); otherwise the
         measured rule speaks: no fusing on a CPU, and on a GPU or TPU only
         models under `FUSE_MAX_MACS`; `(None, False)` to fuse.
     """
-    if config.trials < 2:
-        return "one trial", True
+    if config.trials < 2 and len(config.controls) < 2:
+        return "one trial and at most one control a round", True
     backend = keras.backend.backend()
     if backend not in ("tensorflow", "jax"):
         return f"the {backend} backend (fused runs need TensorFlow or JAX)", True
@@ -114,7 +118,7 @@ def fuse_reason(config, placement, model):
         return "early-bird rounds (each network's round ends at its own time)", True
     if _accelerator() is None:
         return (
-            "a CPU (fused trials were measured no faster than sequential ones on a CPU; "
+            "a CPU (fused networks were measured no faster than sequential ones on a CPU; "
             "fuse='on' fuses them anyway)",
             False,
         )
@@ -149,7 +153,7 @@ def run_trials(config, run_dir, placement, verbose, checkpoint_every, flag_value
         reason, hard = fuse_reason(config, placement, experiments[0].model)
         if fuse == "on" and hard:
             raise ValueError(
-                f"Received fuse='on', but trials cannot be fused with {reason}. Use "
+                f"Received fuse='on', but the networks cannot be fused with {reason}. Use "
                 "fuse='auto' or 'off'."
             )
         fused = fuse == "on" or (fuse == "auto" and reason is None)
@@ -228,45 +232,29 @@ def _write_reports(top, runs, rows):
 def _run_fused(experiments, placement, config, verbose, shown):
     """Drives every trial's jobs, fitting the trainings that can go together in one fit."""
     fuser = Fuser(placement.jit_compile(config), placement.steps_per_execution(config))
-    pending = [experiment.pending_jobs() for experiment in experiments]
-    current = [None] * len(experiments)  # (job generator, its training waiting to be fitted)
+    for experiment in experiments:
+        experiment.fuser = fuser  # and so the controls of a round go together too
 
-    def advance(t, result):
-        steps = current[t][0] if current[t] is not None else None
-        while True:
-            if steps is None:
-                steps, result = next(pending[t], None), None
-                if steps is None:
-                    current[t] = None
-                    return
-            try:
-                current[t] = (steps, steps.send(result))
-                return
-            except StopIteration:
-                steps = None
+    def label(pairs):
+        trials = ",".join(str(t) for t in sorted({t for t, _ in pairs}))
+        return f"trials {trials} | {fused_jobs([training for _, training in pairs])}"
 
-    for t in range(len(experiments)):
-        advance(t, None)
-    while any(current):
-        groups = {}
-        for t, entry in enumerate(current):
-            if entry is not None:
-                training = entry[1]
-                groups.setdefault((training.start_period, training.periods), []).append(t)
-        # The largest group first; among equals, the one holding the lowest trial.
-        members = max(groups.values(), key=lambda ts: (len(ts), -ts[0]))
-        trainings = [current[t][1] for t in members]
-        if len(trainings) == 1:
-            experiments[members[0]].jobs.fit(trainings[0])
-        else:
-            label = f"trials {','.join(map(str, members))} | {_described(trainings[0].job)}"
-            fuser.fit_together(trainings, label=label, verbose=verbose)
-        results = [training.result() for training in trainings]
-        for t, result in zip(members, results, strict=True):
-            advance(t, result)
-        _job_lines(verbose, [(t, experiments[t]) for t in members], shown)
+    run_jobs(
+        [experiment.pending_jobs() for experiment in experiments],
+        fuser,
+        lambda training: training.jobs.fit(training),
+        label=label,
+        verbose=verbose,
+        on_fitted=lambda ts: _job_lines(verbose, [(t, experiments[t]) for t in ts], shown),
+    )
 
 
-def _described(job):
-    kind, _, round_ = job.partition("-r")
-    return f"{kind} round {int(round_.removesuffix('-full'))}"
+def fused_jobs(trainings):
+    """What a fused fit of `trainings` trains, for its progress line: `reinit,random round 3`."""
+    kinds, rounds = [], []
+    for training in trainings:
+        kind, _, round_ = training.job.partition("-r")
+        kinds += [kind] if kind not in kinds else []
+        round_ = int(round_.removesuffix("-full"))
+        rounds += [round_] if round_ not in rounds else []
+    return f"{','.join(kinds)} round {','.join(map(str, rounds))}"

@@ -7,8 +7,9 @@ files is made again, with a warning that names it and its source:
 - `ticket.keras` of a finished run: re-saved from the last round's state;
 - the last round's `masks/round_XX.npz` (and `tickets/round_XX.ticket.npz`):
   from that round's state, which holds the masks;
-- the unfinished job's checkpoint: dropped, and the job starts again from
-  its beginning (same results: the run is deterministic);
+- the unfinished job's checkpoint (or that of a control trained fused
+  beside it): dropped, and the job starts again from its beginning (same
+  results: the run is deterministic);
 - the reports of a finished run (`metrics.csv`, `metrics.jsonl`,
   `summary.txt`, `plots/*.png`): from the rows in `progress.json`.
 
@@ -66,6 +67,9 @@ def _repair(experiment, damaged):
     restart = set(checkpoint.get("files", {}))
     if progress.get("drawn") is None:  # a drawn round's start is that of its first part
         restart |= {start.get("file")}
+    slots = {job: _slot_files(slot) for job, slot in (progress.get("fused") or {}).items()}
+    for names in slots.values():
+        restart |= names
     state_damaged = end is not None and any(name in damaged for name in end["files"])
     lost = {
         name: problem
@@ -83,8 +87,12 @@ def _repair(experiment, damaged):
             f"from the others: {listed}. Restore them from a copy of the run directory, or "
             "delete it to start over."
         )
-    if restart & set(damaged):
+    main = restart - set().union(*slots.values())
+    if main & set(damaged):
         _restart_job(run_dir, damaged, checkpoint, start)
+    for job, names in slots.items():
+        if names & set(damaged):
+            _restart_slot(run_dir, damaged, job, names)
     if "ticket.keras" in damaged:
         run_dir.commit(final=None, forget=["ticket.keras"])  # the run's end saves it again
         run_dir.remove("ticket.keras")
@@ -110,6 +118,20 @@ def _restart_job(run_dir, damaged, checkpoint, start):
         sorted(set(names) & set(damaged)),
         f"{job} starts again from its beginning",
     )
+
+
+def _slot_files(slot):
+    """The files of a slot of `progress["fused"]`: its checkpoint's and its start."""
+    names = set((slot.get("checkpoint") or {}).get("files", {}))
+    return names | ({slot["start"]} if "start" in slot else set())
+
+
+def _restart_slot(run_dir, damaged, job, names):
+    """Drops the slot of a control trained fused: it starts again from its beginning."""
+    fused = {name: slot for name, slot in run_dir.progress["fused"].items() if name != job}
+    run_dir.commit(forget=sorted(names), fused=fused or None)
+    run_dir.remove(*names)
+    _warn(run_dir, damaged, sorted(names & set(damaged)), f"{job} starts again from its beginning")
 
 
 def _from_state(experiment, names):

@@ -193,8 +193,8 @@ def test_resume_at_the_draw_and_after_it(early, tmp_path, monkeypatch):
     save = experiment.RunState.save_checkpoint
     for job, period in (("ticket-r00", 3), ("ticket-r01-full", 5)):
 
-        def crash(self, name, model, at, *args, job=job, period=period):
-            save(self, name, model, at, *args)
+        def crash(self, name, model, at, *args, job=job, period=period, **kwargs):
+            save(self, name, model, at, *args, **kwargs)
             if (name, at) == (job, period):
                 raise _Crash()
 

@@ -298,10 +298,10 @@ def test_checkpoint_policy(every, seconds, expected, tmp_path, monkeypatch):
     saved = []
     original = experiment.RunState.save_checkpoint
 
-    def spy(self, job, model, period, *args):
+    def spy(self, job, model, period, *args, **kwargs):
         if job == "ticket-r00":
             saved.append(period)
-        return original(self, job, model, period, *args)
+        return original(self, job, model, period, *args, **kwargs)
 
     monkeypatch.setattr(experiment, "CHECKPOINT_SECONDS", seconds)
     monkeypatch.setattr(experiment.RunState, "save_checkpoint", spy)

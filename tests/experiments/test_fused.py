@@ -193,8 +193,8 @@ runner.run(preset("lenet", **{tiny}), sys.argv[1], verbose=0, fuse=sys.argv[2],
 """
 
 
-def _run_killed(run_dir, fuse, stop, tiny=TINY):
-    """Runs the tiny trials in a child; SIGKILLs it once `stop(trial 1's progress)` holds."""
+def _run_killed(run_dir, fuse, stop, tiny=TINY, watch="trial_1"):
+    """Runs the tiny trials in a child; SIGKILLs it once `stop(<watch>'s progress)` holds."""
     env = dict(
         os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=pythonpath(), TFDS_DATA_DIR=MNIST_DIR
     )
@@ -206,7 +206,7 @@ def _run_killed(run_dir, fuse, stop, tiny=TINY):
         stderr=subprocess.PIPE,
         text=True,
     )
-    progress_file = os.path.join(run_dir, "trial_1", "progress.json")
+    progress_file = os.path.join(run_dir, watch, "progress.json")
     while child.poll() is None:
         try:
             with open(progress_file) as f:
@@ -232,6 +232,61 @@ def test_a_killed_fused_run_resumes_fused_or_not_to_the_same_rows(sequential, tm
     code, err = _run_killed(tmp_path, "off", None)
     assert code == 0, err[-2000:]
     assert _rows(tmp_path) == _rows(sequential)
+
+
+CONTROLS = dict(TINY, controls=("reinit", "random", "pft"))
+
+
+@pytest.fixture(scope="module")
+def controls_sequential(tmp_path_factory):
+    path = tmp_path_factory.mktemp("controls_sequential")
+    runner.run(preset("lenet", **CONTROLS), path, verbose=0, fuse="off")
+    return path
+
+
+@pytest.mark.slow
+def test_trials_and_controls_fused_give_the_rows_of_a_sequential_run(
+    controls_sequential, tmp_path, capsys
+):
+    runner.run(preset("lenet", **CONTROLS), tmp_path, verbose=1, fuse="on")
+    out = capsys.readouterr().out
+    # The three controls of both trials: six networks in one fit.
+    assert "trials 0,1 | reinit,random,pft round 1" in out
+    assert _rows(tmp_path) == _rows(controls_sequential)
+    for t in (0, 1):
+        progress = json.loads((tmp_path / f"trial_{t}" / "progress.json").read_text())
+        assert not {"checkpoint", "start", "fused"} & set(progress)
+        assert not [n for n in os.listdir(tmp_path / f"trial_{t}" / "checkpoints")]
+
+
+@pytest.mark.slow
+def test_the_controls_of_a_one_trial_run_fused_give_its_sequential_rows(
+    controls_sequential, tmp_path, capsys
+):
+    config = preset("lenet", **dict(CONTROLS, trials=1))
+    runner.run(config, tmp_path, verbose=1, fuse="on")
+    assert "reinit,random,pft round 1" in capsys.readouterr().out
+    # Trial 0 of the sequential run is the run of this config.
+    assert _rows(tmp_path) == _rows(controls_sequential / "trial_0")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("resume", ["on", "off"])
+def test_controls_killed_while_fused_resume_to_the_same_rows(controls_sequential, tmp_path, resume):
+    def in_slot(progress):
+        slot = (progress.get("fused") or {}).get("pft-r01") or {}
+        return "checkpoint" in slot and "start" in slot
+
+    code, err = _run_killed(tmp_path, "on", in_slot, CONTROLS)
+    assert code == -signal.SIGKILL, err[-2000:]
+    # Resumed fused, or one job after another: each control from its own checkpoint.
+    code, err = _run_killed(tmp_path, resume, None, CONTROLS)
+    assert code == 0, err[-2000:]
+    assert _rows(tmp_path) == _rows(controls_sequential)
+    for t in (0, 1):
+        progress = json.loads((tmp_path / f"trial_{t}" / "progress.json").read_text())
+        assert not {"checkpoint", "start", "fused"} & set(progress)
+        assert not [n for n in os.listdir(tmp_path / f"trial_{t}" / "checkpoints")]
 
 
 @pytest.mark.slow
@@ -265,7 +320,7 @@ def test_a_fused_run_on_jax_gives_the_rows_of_a_sequential_run(tmp_path):
         TFDS_DATA_DIR=MNIST_DIR,
         KERAS_BACKEND="jax",
     )
-    script = _SCRIPT.format(tiny=repr(dict(TINY, controls=())))
+    script = _SCRIPT.format(tiny=repr(dict(TINY, controls=("reinit", "random"))))
     for fuse in ("on", "off"):
         result = subprocess.run(
             [sys.executable, "-c", script, str(tmp_path / fuse), fuse],
@@ -283,9 +338,9 @@ def test_a_fused_run_on_jax_gives_the_rows_of_a_sequential_run(tmp_path):
 @pytest.mark.parametrize(
     "changes, fuse, reason",
     [
-        (dict(trials=1), "auto", "one trial"),
+        (dict(trials=1), "auto", "one trial and at most one control a round"),
         (dict(early_bird=True, early_bird_window=2), "on", "early-bird"),
-        (dict(), "auto", "a CPU (fused trials were measured no faster"),
+        (dict(), "auto", "a CPU (fused networks were measured no faster"),
     ],
     ids=["one-trial", "early-bird", "cpu"],
 )
@@ -298,12 +353,13 @@ def test_what_is_not_fused_and_why(changes, fuse, reason):
     model = lth_keras.prunable(build_model(config.model, shape, 10, config.width))
     found, hard = trials.fuse_reason(config, Placement(None), model)
     assert reason in found
-    assert hard == (reason in ("one trial", "early-bird"))
+    assert hard == (reason.startswith("one trial") or reason == "early-bird")
 
 
 def test_fuse_on_where_fusing_cannot_work_is_refused(tmp_path):
     config = preset("lenet", **dict(TINY, early_bird=True, early_bird_window=2))
-    with pytest.raises(ValueError, match=r"fuse='on', but trials cannot be fused with early-bird"):
+    refused = r"fuse='on', but the networks cannot be fused with early-bird"
+    with pytest.raises(ValueError, match=refused):
         runner.run(config, tmp_path / "run", verbose=0, fuse="on")
     assert not os.path.exists(tmp_path / "run" / "trial_0" / "progress.json")
     with pytest.raises(ValueError, match=r"Received: fuse='sometimes'"):
@@ -327,3 +383,42 @@ def test_on_an_accelerator_only_small_models_fuse(monkeypatch):
 def test_multiply_adds_of_lenet():
     model = lth_keras.prunable(lenet_300_100())
     assert trials.multiply_adds(model) == 784 * 300 + 300 * 100 + 100 * 10
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damaged", ["checkpoint", "start"])
+def test_a_damaged_fused_slot_restarts_its_control_to_the_same_rows(damaged, tmp_path, monkeypatch):
+    from lth_keras.experiments import jobs
+
+    config = preset("lenet", **dict(TINY, trials=1, controls=("reinit", "random")))
+    reference = tmp_path / "reference"
+    runner.run(config, reference, verbose=0, fuse="off")
+    monkeypatch.setattr(runner, "CHECKPOINT_SECONDS", 0.0)  # one at every period but the last
+    finish = jobs.Jobs.finish_together
+
+    def crash(self, finished, files, **replace):
+        if finished[0][0].startswith("reinit"):
+            raise _Crash()
+        return finish(self, finished, files, **replace)
+
+    monkeypatch.setattr(jobs.Jobs, "finish_together", crash)
+    run_dir = tmp_path / "run"
+    with pytest.raises(_Crash):
+        runner.run(config, run_dir, verbose=0, fuse="on")
+    monkeypatch.undo()
+    progress = json.loads((run_dir / "progress.json").read_text())
+    slot = progress["fused"]["random-r01"]
+    assert progress["checkpoint"]["job"] == "reinit-r01" and slot["checkpoint"]["period"] == 1
+    if damaged == "checkpoint":
+        name = next(n for n in slot["checkpoint"]["files"] if n.endswith(".h5"))
+    else:
+        name = slot["start"]
+    (run_dir / name).write_bytes(b"damaged")
+    with pytest.warns(UserWarning, match=f"{name} altered or truncated: random-r01 starts again"):
+        runner.run(config, run_dir, verbose=0, fuse="on")
+    assert _rows(run_dir) == _rows(reference)
+    assert not os.listdir(run_dir / "checkpoints")

@@ -290,3 +290,79 @@ def test_run_dir_reads_a_crafted_npz_with_bounded_memory(tmp_path):
     with pytest.raises(CorruptRunError, match=r"declares the shape \(1000000, 100000\)"):
         run.load_npz(name)
     run.close()
+
+
+def _fused_progress():
+    """Round 1's reinit and random controls trained together: random's slot in `fused`."""
+    progress = _progress()
+    progress["files"]["checkpoints/random-r01-start.npz"] = "9" * 64
+    progress["fused"] = {
+        "random-r01": {
+            "checkpoint": {
+                "job": "random-r01",
+                "period": 2,
+                "records": _records(),
+                "wall": 0.5,
+                "files": {"checkpoints/random-r01-p0002.weights.h5": "8" * 64},
+                "pruner": None,
+            },
+            "start": "checkpoints/random-r01-start.npz",
+        }
+    }
+    return progress
+
+
+FUSED_CONFIG = CONFIG.replace(controls=("reinit", "random"))
+
+FUSED_CASES = {
+    "slot-of-a-ticket": (("fused", "ticket-r02"), {"start": "x"}, "`fused` should be slots of"),
+    "slot-of-another-round": (
+        ("fused", "random-r02"),
+        {"start": "checkpoints/random-r01-start.npz"},
+        "`fused` should be slots of the controls of reinit-r01's round, found the string "
+        "'random-r02'",
+    ),
+    "slot-list": (("fused", "random-r01"), [], "`fused.random-r01` should be a mapping"),
+    "slot-empty": (("fused", "random-r01"), {}, "`fused.random-r01` should be a non-empty"),
+    "slot-unknown-field": (("fused", "random-r01", "period"), 3, "`checkpoint` and `start`"),
+    "slot-checkpoint-of-another-job": (
+        ("fused", "random-r01", "checkpoint", "job"),
+        "reinit-r01",
+        "`fused.random-r01.checkpoint.job` should be 'random-r01'",
+    ),
+    "slot-checkpoint-period": (
+        ("fused", "random-r01", "checkpoint", "period"),
+        0,
+        "`fused.random-r01.checkpoint.period` should be an int in [1, 4]",
+    ),
+    "slot-start-unrecorded": (
+        ("fused", "random-r01", "start"),
+        "checkpoints/shuffle-r01-start.npz",
+        "`fused.random-r01.start` should be a recorded file",
+    ),
+}
+
+
+def test_a_fused_runs_progress_passes():
+    check_progress(_fused_progress(), FUSED_CONFIG, "progress.json", MASKED)
+
+
+@pytest.mark.parametrize("case", list(FUSED_CASES))
+def test_damaged_fused_slots_name_the_field(case):
+    path, value, message = FUSED_CASES[case]
+    progress = copy.deepcopy(_fused_progress())
+    _set(path, value)(progress)
+    with pytest.raises(CorruptRunError) as caught:
+        check_progress(progress, FUSED_CONFIG, "/runs/x/progress.json", MASKED)
+    assert message in str(caught.value)
+
+
+def test_fused_slots_are_gone_once_every_job_is_done():
+    progress = _fused_progress()
+    del progress["checkpoint"], progress["start"]
+    for job in ("reinit-r01", "random-r01", "ticket-r02", "reinit-r02", "random-r02"):
+        kind, round_ = job.split("-r")
+        progress["done"][job] = _row(kind, int(round_))
+    progress["round_end"] = {"round": 2, "files": _state("state/round_02"), "pruner": _pruner(2)}
+    with pytest.raises(CorruptRunError, match="`fused` is present though every job is done"):
+        check_progress(progress, FUSED_CONFIG, "progress.json", MASKED)

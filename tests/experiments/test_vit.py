@@ -115,8 +115,8 @@ def test_vit_runs_with_controls_late_rewind_and_resume(tmp_path, monkeypatch):
     # resumes there and ends with the same rows.
     save = experiment.RunState.save_checkpoint
 
-    def crash(self, job, *args):
-        save(self, job, *args)
+    def crash(self, job, *args, **kwargs):
+        save(self, job, *args, **kwargs)
         if job == "reinit-r01":
             raise _Crash()
 
