@@ -19,13 +19,13 @@ from lth_keras import masks as masks_lib
 from lth_keras import pruning
 from lth_keras.experiments import early_bird, report, summaries
 from lth_keras.experiments import training as training_lib
-from lth_keras.experiments.arms import ARMS, AT_INIT_EXAMPLES_PER_CLASS
+from lth_keras.experiments.arms import ARMS, AT_INIT_EXAMPLES_PER_CLASS, schedule
 from lth_keras.experiments.overlap import OverlapTracker
 from lth_keras.experiments.progress import Progress
 from lth_keras.experiments.state import with_slot
 from lth_keras.tickets import load_ticket, save_ticket
 
-__all__ = ["Jobs", "Training", "trained_ticket_file"]
+__all__ = ["Jobs", "Training", "trained_rounds", "trained_ticket_file"]
 
 
 class Jobs:
@@ -304,7 +304,8 @@ class Jobs:
         """Writes the end of ticket round `round_`: its masks and state, and the tickets needed.
 
         Round 0 also writes `rewind.ticket.npz` (the rewind point of every
-        round), and each round its trained ticket when a control needs it.
+        round), and a round its trained ticket when a later control reads it
+        (`trained_rounds`).
 
         Returns:
             `(files, end)`: the files written with their SHA-256, and the
@@ -312,7 +313,7 @@ class Jobs:
         """
         name = f"masks/round_{round_:02d}.npz"
         files = {name: self.run_dir.save_npz(name, masks_lib.get_masks(model))}
-        if any(ARMS.get(control).needs_trained() for control in self.config.controls):
+        if round_ in trained_rounds(self.config):
             name = trained_ticket_file(round_)
             files[name] = self.run_dir.save_with(
                 name, lambda path: save_ticket(model, path, pruner=self.pruner)
@@ -428,6 +429,22 @@ class Training:
             trained = self.jobs._trained
             trained[self.base] = trained.get(self.base, 0) + self.progress.trained
         return self.recorder.records, self.wall(), self.tracker.overlaps(self.model)
+
+
+def trained_rounds(config):
+    """The rounds whose trained ticket a control of the run reads (`Arm.trained_round`).
+
+    Example:
+
+    ```python
+    trained_rounds(preset("lenet", rounds=3, controls=("pft",)))  # {0, 1, 2}
+    ```
+    """
+    return {
+        ARMS.get(name).trained_round(config, round_)
+        for name, round_ in schedule(config)
+        if name != "ticket" and ARMS.get(name).needs_trained()
+    }
 
 
 def trained_ticket_file(round_):

@@ -317,3 +317,19 @@ def test_runner_at_init_arms_match_the_tickets_count(tmp_path):
     counts = {r["kind"]: r["weights_remaining"] for r in rows if r["round"] == 2}
     assert len(set(counts.values())) == 1  # the same fraction, so the same count
     assert all(r["iterations"] == 20 for r in rows)
+
+
+@pytest.mark.parametrize(
+    "changes, rounds",
+    [
+        (dict(controls=("reinit", "random")), set()),
+        (dict(controls=("pft",)), {0, 1, 2}),
+        (dict(controls=("reinit", "pft"), control_rounds=(3,)), {2}),
+        (dict(controls=("pft",), pft_schedule="polynomial"), {0}),
+    ],
+    ids=["no-pft", "oneshot", "control-rounds", "gradual"],
+)
+def test_a_round_saves_its_trained_ticket_only_when_a_control_reads_it(changes, rounds):
+    from lth_keras.experiments.jobs import trained_rounds
+
+    assert trained_rounds(preset("lenet", rounds=3, **changes)) == rounds
