@@ -336,6 +336,13 @@ class Experiment:
             from lth_keras.experiments.fused import run_jobs
             from lth_keras.experiments.trials import fused_jobs
 
+            if self.verbose:
+                print(
+                    f"the {len(self.config.controls)} controls of a round train together, "
+                    "fused in one compiled step",
+                    flush=True,
+                )
+
             run_jobs(
                 [self.pending_jobs()],
                 self.fuser,

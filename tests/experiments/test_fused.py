@@ -265,7 +265,9 @@ def test_the_controls_of_a_one_trial_run_fused_give_its_sequential_rows(
 ):
     config = preset("lenet", **dict(CONTROLS, trials=1))
     runner.run(config, tmp_path, verbose=1, fuse="on")
-    assert "reinit,random,pft round 1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "the 3 controls of a round train together, fused in one compiled step" in out
+    assert "reinit,random,pft round 1" in out
     # Trial 0 of the sequential run is the run of this config.
     assert _rows(tmp_path) == _rows(controls_sequential / "trial_0")
 
