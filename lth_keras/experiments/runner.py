@@ -146,8 +146,11 @@ def run(
     wrote, so the corrected command starts afresh.
 
     Raises:
-        ValueError: If `run_dir` holds a run with a different config, or
-            the config does not fit the data or the model.
+        ValueError: If `run_dir` holds a run with a different config, the
+            config does not fit the data or the model, or `fuse="on"` where
+            nothing can be fused (one trial and at most one control a round,
+            the PyTorch backend, a tf.distribute strategy, early-bird
+            rounds).
         lth_keras.experiments.rundir.CorruptRunError: If a file of the run
             directory is truncated, altered or malformed and cannot be made
             again from the others.
