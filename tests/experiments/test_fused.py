@@ -424,3 +424,11 @@ def test_a_damaged_fused_slot_restarts_its_control_to_the_same_rows(damaged, tmp
         runner.run(config, run_dir, verbose=0, fuse="on")
     assert _rows(run_dir) == _rows(reference)
     assert not os.listdir(run_dir / "checkpoints")
+
+
+def test_fuse_on_with_nothing_to_fuse_is_refused_and_leaves_nothing(tmp_path):
+    config = preset("lenet", **dict(TINY, trials=1, controls=("reinit",)))
+    refused = r"fuse='on', but the networks cannot be fused with one trial and at most one"
+    with pytest.raises(ValueError, match=refused):
+        runner.run(config, tmp_path / "run", verbose=0, fuse="on")
+    assert not os.path.exists(tmp_path / "run" / "progress.json")
