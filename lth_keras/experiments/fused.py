@@ -351,6 +351,8 @@ class Fuser:
                 )
             )
         for training in trainings:
+            if training.progress is not None:
+                training.progress.silent = True  # the fused line speaks for them
             training.start(share=1.0 / count)
         fused.fit(
             _quiet(streams.prefetch(2)),

@@ -180,8 +180,11 @@ class StatusLine(keras.callbacks.Callback):
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty() if tty is None else tty
         self._width = 0
+        self.silent = False  # counts on, shows nothing (a job fused with others)
 
     def _show(self, parts):
+        if self.silent:
+            return
         line = " | ".join(parts)
         if self.tty:
             self.stream.write("\r" + line.ljust(self._width))

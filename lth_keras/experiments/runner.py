@@ -172,13 +172,15 @@ def run(
         )
     check_choice(fuse, "fuse", checks.FUSE_CHOICES)
     placement = Placement(strategy)
+    from lth_keras.experiments import trials
+
+    trials.refuse_fuse_on(config, placement, fuse)  # before the run directory is made
     if config.trials > 1:
         if not placement.chief() or placement.multi_worker():
             raise ValueError(
                 f"Received trials={config.trials} under a multi-worker strategy, which runs one "
                 "trial at a time: start one run per seed instead."
             )
-        from lth_keras.experiments import trials
 
         with _compat.op_determinism(tensorflow and not placement.jit_compile(config)):
             return trials.run_trials(
@@ -218,12 +220,7 @@ def _control_fuser(config, placement, model, fuse):
     from lth_keras.experiments.fused import Fuser
 
     reason, hard = trials.fuse_reason(config, placement, model)
-    if fuse == "on" and hard:
-        raise ValueError(
-            f"Received fuse='on', but the networks cannot be fused with {reason}. Use "
-            "fuse='auto' or 'off'."
-        )
-    if fuse == "on" or (fuse == "auto" and reason is None):
+    if (fuse == "on" and not hard) or (fuse == "auto" and reason is None):
         return Fuser(placement.jit_compile(config), placement.steps_per_execution(config))
     return None
 
@@ -341,7 +338,7 @@ class Experiment:
 
             if self.verbose:
                 print(
-                    f"the {len(self.config.controls)} controls of a round train together, "
+                    "the controls of a round that start at the same iteration train together, "
                     "fused in one compiled step",
                     flush=True,
                 )
@@ -368,9 +365,10 @@ class Experiment:
         A job's generator yields each `lth_keras.experiments.jobs.Training`
         it needs and is sent back its result, `(records, wall, overlaps)`
         (see `drive`); it records the job when it ends. With a `fuser`, the
-        controls of a round not done yet are one generator, which yields
-        the list of their trainings, is sent back the list of their results
-        and records them all at once. Whether a job is done is read when
+        consecutive controls of a round that start at the same period (all
+        but those that rewind late) and are not done yet are one generator,
+        which yields the list of their trainings, is sent back the list of
+        their results and records them all at once. Whether a job is done is read when
         the previous one has ended.
         """
         jobs = list(schedule(self.config))
@@ -382,10 +380,14 @@ class Experiment:
                 if _job(name, round_) not in self.run_dir.progress["done"]:
                     yield self._ticket(round_)
                 continue
+            # Consecutive controls that start at the same period train together.
             group = [name]
+            start = ARMS.get(name).start_period(self.config, round_)
             while self.fuser is not None and index + len(group) < len(jobs):
                 following, _ = jobs[index + len(group)]
-                if following == "ticket":
+                if following == "ticket" or (
+                    ARMS.get(following).start_period(self.config, round_) != start
+                ):
                     break
                 group.append(following)
             index += len(group)

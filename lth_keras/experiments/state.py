@@ -107,9 +107,17 @@ class RunState:
         if slot:
             self.run_dir.commit(fused=with_slot(self.run_dir.progress, job, checkpoint=entry))
         else:
-            # A job first trained fused and now alone moves its checkpoint here.
+            # A job first trained fused and now alone moves its slot here: its
+            # checkpoint, and its start with it (so a damaged start restarts
+            # the job from its beginning, as the next job's does).
+            moved = {}
+            start = ((progress.get("fused") or {}).get(job) or {}).get("start")
+            if start is not None:
+                moved["start"] = {"job": job, "file": start}
             self.run_dir.commit(
-                checkpoint=entry, fused=with_slot(self.run_dir.progress, job, checkpoint=None)
+                checkpoint=entry,
+                fused=with_slot(progress, job, checkpoint=None, start=None),
+                **moved,
             )
         self.run_dir.remove(*old)
 

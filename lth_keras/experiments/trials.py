@@ -32,7 +32,15 @@ from lth_keras.experiments.fused import Fuser, run_jobs
 from lth_keras.experiments.progress import format_seconds
 from lth_keras.experiments.rundir import RunDir
 
-__all__ = ["FUSE_MAX_MACS", "fuse_reason", "run_trials", "trial_config", "trial_dir"]
+__all__ = [
+    "FUSE_MAX_MACS",
+    "cannot_fuse",
+    "fuse_reason",
+    "refuse_fuse_on",
+    "run_trials",
+    "trial_config",
+    "trial_dir",
+]
 
 #: The most multiply-adds per example of a model that `fuse="auto"` fuses on
 #: an accelerator. Fusing fills what a small network's step leaves idle: a
@@ -91,31 +99,55 @@ def _layers(layer):
         yield from _layers(inner)
 
 
+def cannot_fuse(config, placement):
+    """Why the networks of a run cannot be fused at all, or `None`.
+
+    Nothing to fuse (one trial and at most one control a round); a backend
+    other than TensorFlow or JAX; a tf.distribute strategy or a
+    `keras.distribution` (fused networks train on one device); early-bird
+    rounds, which end each network's round at its own time.
+    """
+    if config.trials < 2 and len(config.controls) < 2:
+        return "one trial and at most one control a round"
+    backend = keras.backend.backend()
+    if backend not in ("tensorflow", "jax"):
+        return f"the {backend} backend (fused runs need TensorFlow or JAX)"
+    if placement.strategy is not None:
+        import tensorflow as tf
+
+        if placement.strategy is not tf.distribute.get_strategy():
+            return "a tf.distribute strategy"
+    if backend == "jax" and keras.distribution.distribution() is not None:
+        return "a keras.distribution (fused networks train on one device)"
+    if config.early_bird:
+        return "early-bird rounds (each network's round ends at its own time)"
+    return None
+
+
+def refuse_fuse_on(config, placement, fuse):
+    """Raises the `ValueError` of `fuse="on"` where the networks cannot be fused."""
+    reason = cannot_fuse(config, placement) if fuse == "on" else None
+    if reason is not None:
+        raise ValueError(
+            f"Received fuse='on', but the networks cannot be fused with {reason}. Use "
+            "fuse='auto' or 'off'."
+        )
+
+
 def fuse_reason(config, placement, model):
     """Why the networks of a run cannot or should not be fused, or `None` to fuse them.
 
     The networks fused are the trials of a run and the controls of a round.
 
     Returns:
-        `(reason, hard)`: `hard` when fusing cannot work (nothing to fuse:
-        one trial and at most one control a round; a backend other than
-        TensorFlow or JAX, a tf.distribute strategy, early-bird rounds,
-        which end each network's round at its own time); otherwise the
-        measured rule speaks: no fusing on a CPU, and on a GPU or TPU only
-        models under `FUSE_MAX_MACS`; `(None, False)` to fuse.
+        `(reason, hard)`: `hard` when fusing cannot work (`cannot_fuse`);
+        otherwise the measured rule speaks: no fusing on a CPU, and on a
+        GPU or TPU only models under `FUSE_MAX_MACS`; `(None, False)` to
+        fuse.
     """
-    if config.trials < 2 and len(config.controls) < 2:
-        return "one trial and at most one control a round", True
-    backend = keras.backend.backend()
-    if backend not in ("tensorflow", "jax"):
-        return f"the {backend} backend (fused runs need TensorFlow or JAX)", True
-    if placement.strategy is not None:
-        import tensorflow as tf
-
-        if placement.strategy is not tf.distribute.get_strategy():
-            return "a tf.distribute strategy", True
-    if config.early_bird:
-        return "early-bird rounds (each network's round ends at its own time)", True
+    reason = cannot_fuse(config, placement)
+    if reason is not None:
+        return reason, True
     if _accelerator() is None:
         return (
             "a CPU (fused networks were measured no faster than sequential ones on a CPU; "
@@ -151,11 +183,6 @@ def run_trials(config, run_dir, placement, verbose, checkpoint_every, flag_value
         for t in range(config.trials):
             experiments.append(make(trial_config(config, t), trial_dir(run_dir, t)))
         reason, hard = fuse_reason(config, placement, experiments[0].model)
-        if fuse == "on" and hard:
-            raise ValueError(
-                f"Received fuse='on', but the networks cannot be fused with {reason}. Use "
-                "fuse='auto' or 'off'."
-            )
         fused = fuse == "on" or (fuse == "auto" and reason is None)
         if flag_values is not None:
             top.write_json("flags.json", flag_values)

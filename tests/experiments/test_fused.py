@@ -266,8 +266,9 @@ def test_the_controls_of_a_one_trial_run_fused_give_its_sequential_rows(
     config = preset("lenet", **dict(CONTROLS, trials=1))
     runner.run(config, tmp_path, verbose=1, fuse="on")
     out = capsys.readouterr().out
-    assert "the 3 controls of a round train together, fused in one compiled step" in out
-    assert "reinit,random,pft round 1" in out
+    assert "the controls of a round that start at the same iteration train together" in out
+    assert "reinit,random,pft round 1 | 40/40 it" in out
+    assert "reinit round  1 | 20/40 it" not in out  # one line for the fused fit, not one each
     # Trial 0 of the sequential run is the run of this config.
     assert _rows(tmp_path) == _rows(controls_sequential / "trial_0")
 
@@ -363,7 +364,7 @@ def test_fuse_on_where_fusing_cannot_work_is_refused(tmp_path):
     refused = r"fuse='on', but the networks cannot be fused with early-bird"
     with pytest.raises(ValueError, match=refused):
         runner.run(config, tmp_path / "run", verbose=0, fuse="on")
-    assert not os.path.exists(tmp_path / "run" / "trial_0" / "progress.json")
+    assert not os.path.exists(tmp_path / "run")  # refused before the directory is made
     with pytest.raises(ValueError, match=r"Received: fuse='sometimes'"):
         runner.run(config, tmp_path / "run", verbose=0, fuse="sometimes")
 
@@ -431,4 +432,66 @@ def test_fuse_on_with_nothing_to_fuse_is_refused_and_leaves_nothing(tmp_path):
     refused = r"fuse='on', but the networks cannot be fused with one trial and at most one"
     with pytest.raises(ValueError, match=refused):
         runner.run(config, tmp_path / "run", verbose=0, fuse="on")
-    assert not os.path.exists(tmp_path / "run" / "progress.json")
+    assert not os.path.exists(tmp_path / "run")  # refused before the directory is made
+
+
+@pytest.mark.slow
+def test_a_control_resumed_alone_takes_its_slot_and_restarts_whole_if_its_start_is_damaged(
+    tmp_path, monkeypatch
+):
+    from lth_keras.experiments import jobs, state
+
+    config = preset("lenet", **dict(TINY, trials=1, iterations=60, controls=("reinit", "random")))
+    reference = tmp_path / "reference"
+    runner.run(config, reference, verbose=0, fuse="off")
+    monkeypatch.setattr(runner, "CHECKPOINT_SECONDS", 0.0)  # one at every period but the last
+    save, finish = state.RunState.save_checkpoint, jobs.Jobs.finish_together
+
+    def crash_at_period_2(self, job, model, period, *args, **kwargs):
+        if period == 2 and not job.startswith("ticket"):
+            raise _Crash()
+        return save(self, job, model, period, *args, **kwargs)
+
+    def crash_finishing_random(self, finished, files, **replace):
+        if finished[0][0].startswith("random"):
+            raise _Crash()
+        return finish(self, finished, files, **replace)
+
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(state.RunState, "save_checkpoint", crash_at_period_2)
+    with pytest.raises(_Crash):  # fused: both controls checkpointed at period 1
+        runner.run(config, run_dir, verbose=0, fuse="on")
+    monkeypatch.setattr(state.RunState, "save_checkpoint", save)
+    monkeypatch.setattr(jobs.Jobs, "finish_together", crash_finishing_random)
+    with pytest.raises(_Crash):  # alone: reinit finishes, random trains on from its slot
+        runner.run(config, run_dir, verbose=0, fuse="off")
+    monkeypatch.undo()
+    progress = json.loads((run_dir / "progress.json").read_text())
+    # random's slot moved whole to the next job's entries.
+    assert "fused" not in progress
+    assert progress["checkpoint"]["job"] == progress["start"]["job"] == "random-r01"
+    (run_dir / progress["start"]["file"]).write_bytes(b"damaged")
+    with pytest.warns(UserWarning, match="random-r01 starts again from its beginning"):
+        runner.run(config, run_dir, verbose=0, fuse="off")
+    assert _rows(run_dir) == _rows(reference)  # the overlaps too: from the job's true start
+
+
+@pytest.mark.slow
+def test_late_rewinding_fuses_only_the_controls_that_start_together(tmp_path, capsys):
+    # reinit and pft start at iteration 0; random rewinds to iteration 20.
+    tiny = dict(TINY, trials=1, rewind_iteration=20, controls=("reinit", "pft", "random"))
+    expected = runner.run(preset("lenet", **tiny), tmp_path / "off", verbose=0, fuse="off")
+    capsys.readouterr()
+    rows = runner.run(preset("lenet", **tiny), tmp_path / "on", verbose=1, fuse="on")
+    out = capsys.readouterr().out
+    assert "reinit,pft round 1" in out and "random round 1" not in out
+    assert [dict(r, wall_seconds=0) for r in rows] == [dict(r, wall_seconds=0) for r in expected]
+
+
+def test_a_keras_distribution_is_not_fused(monkeypatch):
+    from lth_keras.experiments.placement import Placement
+
+    monkeypatch.setattr(trials.keras.backend, "backend", lambda: "jax")
+    monkeypatch.setattr(trials.keras.distribution, "distribution", lambda: object())
+    reason = trials.cannot_fuse(preset("lenet", **TINY), Placement(None))
+    assert reason == "a keras.distribution (fused networks train on one device)"
