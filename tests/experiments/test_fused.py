@@ -149,11 +149,15 @@ def _rows(path):
     return rows
 
 
+def _run_off(tmp_path_factory, name, tiny):
+    path = tmp_path_factory.mktemp(name)
+    runner.run(preset("lenet", **tiny), path, verbose=0, fuse="off")
+    return path
+
+
 @pytest.fixture(scope="module")
 def sequential(tmp_path_factory):
-    path = tmp_path_factory.mktemp("sequential")
-    runner.run(preset("lenet", **TINY), path, verbose=0, fuse="off")
-    return path
+    return _run_off(tmp_path_factory, "sequential", TINY)
 
 
 @pytest.mark.slow
@@ -239,9 +243,15 @@ CONTROLS = dict(TINY, controls=("reinit", "random", "pft"))
 
 @pytest.fixture(scope="module")
 def controls_sequential(tmp_path_factory):
-    path = tmp_path_factory.mktemp("controls_sequential")
-    runner.run(preset("lenet", **CONTROLS), path, verbose=0, fuse="off")
-    return path
+    return _run_off(tmp_path_factory, "controls_sequential", CONTROLS)
+
+
+def _nothing_left(path):
+    """No unfinished-job entry in `progress.json`, no checkpoint file, in each trial."""
+    for t in (0, 1):
+        progress = json.loads((path / f"trial_{t}" / "progress.json").read_text())
+        assert not {"checkpoint", "start", "fused"} & set(progress)
+        assert not os.listdir(path / f"trial_{t}" / "checkpoints")
 
 
 @pytest.mark.slow
@@ -253,10 +263,7 @@ def test_trials_and_controls_fused_give_the_rows_of_a_sequential_run(
     # The three controls of both trials: six networks in one fit.
     assert "trials 0,1 | reinit,random,pft round 1" in out
     assert _rows(tmp_path) == _rows(controls_sequential)
-    for t in (0, 1):
-        progress = json.loads((tmp_path / f"trial_{t}" / "progress.json").read_text())
-        assert not {"checkpoint", "start", "fused"} & set(progress)
-        assert not [n for n in os.listdir(tmp_path / f"trial_{t}" / "checkpoints")]
+    _nothing_left(tmp_path)
 
 
 @pytest.mark.slow
@@ -286,10 +293,7 @@ def test_controls_killed_while_fused_resume_to_the_same_rows(controls_sequential
     code, err = _run_killed(tmp_path, resume, None, CONTROLS)
     assert code == 0, err[-2000:]
     assert _rows(tmp_path) == _rows(controls_sequential)
-    for t in (0, 1):
-        progress = json.loads((tmp_path / f"trial_{t}" / "progress.json").read_text())
-        assert not {"checkpoint", "start", "fused"} & set(progress)
-        assert not [n for n in os.listdir(tmp_path / f"trial_{t}" / "checkpoints")]
+    _nothing_left(tmp_path)
 
 
 @pytest.mark.slow

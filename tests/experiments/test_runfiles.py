@@ -218,14 +218,19 @@ CASES = {
 }
 
 
+def _damaged(progress, config, path, value):
+    """The message `check_progress` gives for `progress` changed at `path` to `value`."""
+    progress = copy.deepcopy(progress)
+    _set(path, value)(progress)
+    with pytest.raises(CorruptRunError) as caught:
+        check_progress(progress, config, "/runs/x/progress.json", MASKED)
+    return str(caught.value)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_damaged_progress_names_the_field(case):
     path, value, message = CASES[case]
-    progress = copy.deepcopy(_progress())
-    _set(path, value)(progress)
-    with pytest.raises(CorruptRunError) as caught:
-        check_progress(progress, CONFIG, "/runs/x/progress.json", MASKED)
-    text = str(caught.value)
+    text = _damaged(_progress(), CONFIG, path, value)
     assert text.startswith("/runs/x/progress.json is damaged: field ") and message in text
     assert text.endswith(
         "Restore the file (or undo the edit), or delete the run directory to start over."
@@ -350,11 +355,7 @@ def test_a_fused_runs_progress_passes():
 @pytest.mark.parametrize("case", list(FUSED_CASES))
 def test_damaged_fused_slots_name_the_field(case):
     path, value, message = FUSED_CASES[case]
-    progress = copy.deepcopy(_fused_progress())
-    _set(path, value)(progress)
-    with pytest.raises(CorruptRunError) as caught:
-        check_progress(progress, FUSED_CONFIG, "/runs/x/progress.json", MASKED)
-    assert message in str(caught.value)
+    assert message in _damaged(_fused_progress(), FUSED_CONFIG, path, value)
 
 
 def test_fused_slots_are_gone_once_every_job_is_done():
