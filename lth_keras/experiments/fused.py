@@ -366,7 +366,7 @@ class Fuser:
         )
 
 
-def run_jobs(sources, fuser, fit_alone, label=None, verbose=1, on_fitted=None):
+def run_jobs(sources, fuser=None, label=None, verbose=1, on_fitted=None):
     """Runs the jobs of several sources, fitting together the trainings that can go together.
 
     A source is an iterator of job generators, as
@@ -377,12 +377,12 @@ def run_jobs(sources, fuser, fit_alone, label=None, verbose=1, on_fitted=None):
     the trainings waiting, those that start and end at the same periods are
     fitted together by `fuser.fit_together`, the largest such group first
     (among equals, the one holding the lowest source), and a training with
-    no partner alone, by `fit_alone(training)`.
+    no partner alone (`Jobs.fit`). Without a `fuser`, every training is
+    fitted alone, in the sources' order: the sequential runner.
 
     Args:
         sources: The sources, a list of iterators of job generators.
-        fuser: A `Fuser`.
-        fit_alone: `fit_alone(training)` fits one training alone.
+        fuser: A `Fuser`, or `None`. Defaults to `None`.
         label: `label(pairs)` names a fused fit of `(source, training)`
             pairs on its progress line. Defaults to `None` (no line).
         verbose: As for `Fuser.fit_together`. Defaults to `1`.
@@ -421,10 +421,13 @@ def run_jobs(sources, fuser, fit_alone, label=None, verbose=1, on_fitted=None):
                 if entry[2][position] is missing:
                     key = (training.start_period, training.periods)
                     groups.setdefault(key, []).append((index, position))
-        members = max(groups.values(), key=lambda m: (len(m), -m[0][0]))
+        if fuser is None:
+            members = [min(m[0] for m in groups.values())]
+        else:
+            members = max(groups.values(), key=lambda m: (len(m), -m[0][0]))
         trainings = [current[i][1][k] for i, k in members]
         if len(trainings) == 1:
-            fit_alone(trainings[0])
+            trainings[0].jobs.fit(trainings[0])
         else:
             name = label([(i, current[i][1][k]) for i, k in members]) if label else None
             fuser.fit_together(trainings, label=name, verbose=verbose)

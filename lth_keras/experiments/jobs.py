@@ -22,7 +22,7 @@ from lth_keras.experiments import training as training_lib
 from lth_keras.experiments.arms import ARMS, AT_INIT_EXAMPLES_PER_CLASS, schedule
 from lth_keras.experiments.overlap import OverlapTracker
 from lth_keras.experiments.progress import Progress
-from lth_keras.experiments.state import with_slot
+from lth_keras.experiments.state import slot_of, with_slot
 from lth_keras.tickets import load_ticket, save_ticket
 
 __all__ = ["Jobs", "Training", "trained_rounds", "trained_ticket_file"]
@@ -269,12 +269,13 @@ class Jobs:
             files[name] = self.run_dir.write_json(name, records)
         entries = ["checkpoint", "start", *(["round_end"] if "round_end" in replace else [])]
         old = self._superseded(entries)
-        fused = self.run_dir.progress.get("fused") or {}
+        progress = self.run_dir.progress
         for job, _, _ in finished:
-            slot = fused.get(job) or {}
+            slot = slot_of(progress, job)
             old += list((slot.get("checkpoint") or {}).get("files", ()))
             old += [slot["start"]] if "start" in slot else []
-        kept = {job: slot for job, slot in fused.items() if job not in {f[0] for f in finished}}
+        names = {job for job, _, _ in finished}
+        kept = {job: s for job, s in (progress.get("fused") or {}).items() if job not in names}
         self.run_dir.commit(
             done={job: row for job, row, _ in finished},
             files=files,
@@ -357,7 +358,7 @@ class Jobs:
         entry = progress.get("start")
         if entry and entry["job"] == job:
             return self.run_dir.load_npz(entry["file"])
-        name = ((progress.get("fused") or {}).get(job) or {}).get("start")
+        name = slot_of(progress, job).get("start")
         return None if name is None else self.run_dir.load_npz(name)
 
     def _save_start(self, job, kernels, slot=False):

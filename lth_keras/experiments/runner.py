@@ -202,7 +202,7 @@ def run(
             checkpoint_every,
         )
         try:
-            experiment.fuser = _control_fuser(config, placement, experiment.model, fuse)
+            experiment.fuser, _ = trials.fuser_for(config, placement, experiment.model, fuse)
             return experiment.run(flag_values)
         except BaseException:
             if experiment.chief:
@@ -212,17 +212,6 @@ def run(
             experiment.run_dir.close()
             if not experiment.chief:
                 shutil.rmtree(experiment.run_dir.write_path, ignore_errors=True)
-
-
-def _control_fuser(config, placement, model, fuse):
-    """The `Fuser` of a one-trial run's controls where `fuse` says to fuse them, else `None`."""
-    from lth_keras.experiments import trials
-    from lth_keras.experiments.fused import Fuser
-
-    reason, hard = trials.fuse_reason(config, placement, model)
-    if (fuse == "on" and not hard) or (fuse == "auto" and reason is None):
-        return Fuser(placement.jit_compile(config), placement.steps_per_execution(config))
-    return None
 
 
 class Experiment:
@@ -328,28 +317,22 @@ class Experiment:
 
     def run(self, flag_values=None):
         """Runs every job not done yet (after verifying the run directory); returns the rows."""
+        from lth_keras.experiments.fused import run_jobs
+        from lth_keras.experiments.trials import fused_jobs
+
         self.prepare(flag_values)
-        if self.fuser is None:
-            for steps in self.pending_jobs():
-                self.drive(steps)
-        else:
-            from lth_keras.experiments.fused import run_jobs
-            from lth_keras.experiments.trials import fused_jobs
-
-            if self.verbose:
-                print(
-                    "the controls of a round that start at the same iteration train together, "
-                    "fused in one compiled step",
-                    flush=True,
-                )
-
-            run_jobs(
-                [self.pending_jobs()],
-                self.fuser,
-                self.jobs.fit,
-                label=lambda pairs: fused_jobs([training for _, training in pairs]),
-                verbose=self.verbose,
+        if self.fuser is not None and self.verbose:
+            print(
+                "the controls of a round that start at the same iteration train together, "
+                "fused in one compiled step",
+                flush=True,
             )
+        run_jobs(
+            [self.pending_jobs()],
+            self.fuser,
+            label=lambda pairs: fused_jobs([training for _, training in pairs]),
+            verbose=self.verbose,
+        )
         return self.finish()
 
     def prepare(self, flag_values=None):
@@ -364,12 +347,13 @@ class Experiment:
 
         A job's generator yields each `lth_keras.experiments.jobs.Training`
         it needs and is sent back its result, `(records, wall, overlaps)`
-        (see `drive`); it records the job when it ends. With a `fuser`, the
-        consecutive controls of a round that start at the same period (all
-        but those that rewind late) and are not done yet are one generator,
-        which yields the list of their trainings, is sent back the list of
-        their results and records them all at once. Whether a job is done is read when
-        the previous one has ended.
+        (see `lth_keras.experiments.fused.run_jobs`); it records the job
+        when it ends. With a `fuser`, the consecutive controls of a round
+        that start at the same period (all but those that rewind late) and
+        are not done yet are one generator, which yields the list of their
+        trainings, is sent back the list of their results and records them
+        all at once. Whether a job is done is read when the previous one
+        has ended.
         """
         jobs = list(schedule(self.config))
         index = 0
@@ -395,20 +379,6 @@ class Experiment:
             arms = [ARMS.get(n) for n in group if _job(n, round_) not in done]
             if arms:
                 yield self._control_job(arms, round_)
-
-    def drive(self, steps):
-        """Runs a job's generator to its end, fitting each of its trainings alone."""
-        result = None
-        while True:
-            try:
-                wanted = steps.send(result)
-            except StopIteration:
-                return
-            trainings = wanted if isinstance(wanted, list) else [wanted]
-            for training in trainings:
-                self.jobs.fit(training)
-            results = [training.result() for training in trainings]
-            result = results if isinstance(wanted, list) else results[0]
 
     def finish(self):
         """Saves the last round's ticket, writes the reports; returns the rows, sorted."""

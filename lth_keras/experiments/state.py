@@ -7,7 +7,7 @@ recorded with their SHA-256 in `progress.json` by the run directory.
 
 from lth_keras.experiments.rundir import CorruptRunError
 
-__all__ = ["RunState", "find_checkpoint", "with_slot"]
+__all__ = ["RunState", "find_checkpoint", "slot_of", "with_slot"]
 
 # What Keras and LotteryPruner raise on a weights file or a state they cannot use.
 _UNUSABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, OSError)
@@ -100,18 +100,18 @@ class RunState:
             **self.save(f"checkpoints/{job}-p{period:04d}", model, pruner),
         }
         progress = self.run_dir.progress
-        slot_entry = ((progress.get("fused") or {}).get(job) or {}).get("checkpoint")
+        slot_entry = slot_of(progress, job).get("checkpoint")
         old = list(slot_entry["files"]) if slot_entry else []
         if not slot and progress.get("checkpoint"):
             old += list(progress["checkpoint"]["files"])
         if slot:
-            self.run_dir.commit(fused=with_slot(self.run_dir.progress, job, checkpoint=entry))
+            self.run_dir.commit(fused=with_slot(progress, job, checkpoint=entry))
         else:
             # A job first trained fused and now alone moves its slot here: its
             # checkpoint, and its start with it (so a damaged start restarts
             # the job from its beginning, as the next job's does).
             moved = {}
-            start = ((progress.get("fused") or {}).get(job) or {}).get("start")
+            start = slot_of(progress, job).get("start")
             if start is not None:
                 moved["start"] = {"job": job, "file": start}
             self.run_dir.commit(
@@ -135,7 +135,12 @@ def find_checkpoint(progress, job):
     entry = progress.get("checkpoint")
     if entry and entry["job"] == job:
         return entry
-    return ((progress.get("fused") or {}).get(job) or {}).get("checkpoint")
+    return slot_of(progress, job).get("checkpoint")
+
+
+def slot_of(progress, job):
+    """`job`'s slot of `progress["fused"]` (see `with_slot`), or `{}`."""
+    return (progress.get("fused") or {}).get(job) or {}
 
 
 def with_slot(progress, job, **fields):

@@ -164,6 +164,19 @@ def fuse_reason(config, placement, model):
     return None, False
 
 
+def fuser_for(config, placement, model, fuse):
+    """`(fuser, reason)`: a `Fuser` where `fuse` says to fuse the run's networks, else `None`.
+
+    `reason` is `fuse_reason`'s (`None` where the measured rule fuses);
+    `fuse="on"` where nothing can be fused was refused before
+    (`refuse_fuse_on`).
+    """
+    reason, hard = fuse_reason(config, placement, model)
+    if (fuse == "on" and not hard) or (fuse == "auto" and reason is None):
+        return Fuser(placement.jit_compile(config), placement.steps_per_execution(config)), reason
+    return None, reason
+
+
 def run_trials(config, run_dir, placement, verbose, checkpoint_every, flag_values, fuse, make):
     """Runs the trials of `config` (see the module docstring); returns every row with `trial`.
 
@@ -182,23 +195,23 @@ def run_trials(config, run_dir, placement, verbose, checkpoint_every, flag_value
     try:
         for t in range(config.trials):
             experiments.append(make(trial_config(config, t), trial_dir(run_dir, t)))
-        reason, hard = fuse_reason(config, placement, experiments[0].model)
-        fused = fuse == "on" or (fuse == "auto" and reason is None)
+        fuser, reason = fuser_for(config, placement, experiments[0].model, fuse)
         if flag_values is not None:
             top.write_json("flags.json", flag_values)
         began = time.perf_counter()
         if verbose:
-            how = "fused" if fused else f"one after another ({reason or 'fuse=off'})"
+            how = "fused" if fuser else f"one after another ({reason or 'fuse=off'})"
             print(_first_line(config, run_dir, experiments, how), flush=True)
         for experiment in experiments:
             experiment.prepare()
-        if fused:
-            _run_fused(experiments, placement, config, verbose, shown)
+        if fuser:
+            _run_fused(experiments, fuser, verbose, shown)
         else:
             for t, experiment in enumerate(experiments):
-                for steps in experiment.pending_jobs():
-                    experiment.drive(steps)
-                    _job_lines(verbose, [(t, experiment)], shown)
+                run_jobs(
+                    [experiment.pending_jobs()],
+                    on_fitted=lambda _, t=t, e=experiment: _job_lines(verbose, [(t, e)], shown),
+                )
         runs = [experiment.finish() for experiment in experiments]
     except BaseException:
         for experiment in experiments:
@@ -256,9 +269,8 @@ def _write_reports(top, runs, rows):
         )
 
 
-def _run_fused(experiments, placement, config, verbose, shown):
+def _run_fused(experiments, fuser, verbose, shown):
     """Drives every trial's jobs, fitting the trainings that can go together in one fit."""
-    fuser = Fuser(placement.jit_compile(config), placement.steps_per_execution(config))
     for experiment in experiments:
         experiment.fuser = fuser  # and so the controls of a round go together too
 
@@ -269,7 +281,6 @@ def _run_fused(experiments, placement, config, verbose, shown):
     run_jobs(
         [experiment.pending_jobs() for experiment in experiments],
         fuser,
-        lambda training: training.jobs.fit(training),
         label=label,
         verbose=verbose,
         on_fitted=lambda ts: _job_lines(verbose, [(t, experiments[t]) for t in ts], shown),
